@@ -1,0 +1,35 @@
+"""Shared fixtures: one run directory per test session, and executed lessons cached per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def session_run_dir(tmp_path_factory) -> Path:
+    """A RUN_DIR for the whole test session, so the embedded model and data are built once."""
+    path = tmp_path_factory.mktemp("run")
+    os.environ["RUN_DIR"] = str(path)
+    for name in ("MODEL_PATH", "DATA_ROOT"):
+        os.environ.pop(name, None)  # tests use the embedded default, never a learner's real weights
+    return path
+
+
+@pytest.fixture(scope="session")
+def executed_notebook(session_run_dir, tmp_path_factory):
+    """``executed_notebook("03")`` executes that lesson once per session; returns (path, recorded figures)."""
+    from course_utils.course_run import execute_notebook, recorded_figures
+
+    out_dir = tmp_path_factory.mktemp("executed")
+    cache: dict[str, tuple[Path, dict]] = {}
+
+    def run(name: str):
+        if name not in cache:
+            path = execute_notebook(name, out_dir)
+            cache[name] = (path, recorded_figures(path))
+        return cache[name]
+
+    return run
