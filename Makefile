@@ -1,0 +1,102 @@
+# The course's commands. Quick start on a new machine: `make course`, then `make test`.
+# `make help` lists every target.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.ONESHELL:
+.DEFAULT_GOAL := help
+
+# One environment per lock file, cached outside the checkout: every clone with the same requirements.lock
+# reuses it, and a changed lock gets a fresh one.
+LOCK_HASH := $(shell sha256sum requirements.lock | cut -c1-12)
+COURSE_ENV ?= $(HOME)/.cache/internvl2-course/env-$(LOCK_HASH)
+PY := $(COURSE_ENV)/bin/python
+ENV_STAMP := $(COURSE_ENV)/.course-env-complete
+ENV_INCOMPLETE := $(COURSE_ENV).incomplete
+# conda builds the env from environment.yml when it is on PATH; USE_CONDA=no forces venv + pip.
+USE_CONDA ?= $(if $(shell command -v conda),yes,no)
+
+# The checkout itself is the course_utils package (nothing is installed into the shared env), and the env's
+# own Jupyter data comes first, so its python3 kernel is the one papermill and JupyterLab start.
+export PYTHONPATH := $(CURDIR)
+export JUPYTER_PATH := $(abspath $(COURSE_ENV))/share/jupyter
+# DeepSpeed compiles its CUDA ops on first use instead of at install time, so it installs on CPU machines too.
+export DS_BUILD_OPS := 0
+
+.PHONY: help env course test lab doctor lock clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	echo "  environment: $(COURSE_ENV)"
+
+env: $(ENV_STAMP) ## create the course environment if it is missing
+
+course: $(ENV_STAMP) ## build the embedded defaults and execute every lesson into build/notebooks/
+	"$(PY)" -m course_utils run-course
+
+test: $(ENV_STAMP) ## run the whole test suite (unit tests and notebook tests)
+	"$(PY)" -m pytest $(PYTEST_ARGS)
+
+lab: $(ENV_STAMP) ## open the lessons in JupyterLab
+	"$(PY)" -m jupyter lab --notebook-dir="$(CURDIR)/notebooks" $(LAB_ARGS)
+
+doctor: $(ENV_STAMP) ## show versions, GPU and what will run where
+	"$(PY)" -m course_utils doctor
+
+# The stamp is written last: an interrupted build leaves no stamp and is removed and redone, never half-used.
+$(ENV_STAMP):
+	@mkdir -p "$(dir $(abspath $(COURSE_ENV)))"
+	if command -v flock >/dev/null; then exec 9>"$(COURSE_ENV).lock"; flock 9; fi  # two checkouts: one builds
+	if [ -f "$(ENV_STAMP)" ]; then exit 0; fi
+	if [ -e "$(COURSE_ENV)" ]; then
+	  if [ ! -e "$(ENV_INCOMPLETE)" ]; then
+	    echo "error: $(COURSE_ENV) exists but was not built by 'make env'." >&2
+	    echo "Remove it, choose another COURSE_ENV=..., or, if it is a complete course env, touch $(ENV_STAMP)" >&2
+	    exit 1
+	  fi
+	  echo "Removing the unfinished environment at $(COURSE_ENV)"
+	  rm -rf "$(COURSE_ENV)"
+	fi
+	touch "$(ENV_INCOMPLETE)"
+	start=$$SECONDS
+	if [ "$(USE_CONDA)" = yes ]; then
+	  echo "Creating the course environment with conda at $(COURSE_ENV) (a few GB; takes minutes)"
+	  conda env create --file environment.yml --prefix "$(COURSE_ENV)"
+	else
+	  base=""
+	  for candidate in python3.11 python3.12 python3; do
+	    if command -v $$candidate >/dev/null &&
+	       $$candidate -c 'import sys; sys.exit(not (3, 11) <= sys.version_info[:2] <= (3, 12))' 2>/dev/null; then
+	      base=$$candidate; break
+	    fi
+	  done
+	  if [ -z "$$base" ]; then
+	    echo "error: the course needs Python 3.11 (3.12 may work) with venv, or conda." >&2
+	    echo "Install one, e.g. 'sudo apt-get install python3.11 python3.11-venv', then run make again." >&2
+	    exit 1
+	  fi
+	  echo "Creating the course environment with $$($$base --version) at $(COURSE_ENV) (a few GB; takes minutes)"
+	  $$base -m venv "$(COURSE_ENV)"
+	  "$(PY)" -m pip install --no-input $(if $(CI),--progress-bar off) -r requirements.lock
+	fi
+	"$(PY)" -m pip check
+	touch "$(ENV_STAMP)"
+	rm -f "$(ENV_INCOMPLETE)"
+	echo "Course environment ready in $$((SECONDS - start)) s: $(COURSE_ENV) ($$(du -sh "$(COURSE_ENV)" | cut -f1))"
+
+lock: ## re-resolve requirements.in into requirements.lock (in a scratch venv)
+	@scratch=$$(mktemp -d)
+	trap 'rm -rf "$$scratch"' EXIT
+	python3.11 -m venv "$$scratch"
+	"$$scratch/bin/pip" install --no-input -r requirements.in
+	{
+	  echo "# Exact versions of the course environment (pip freeze of requirements.in, resolved on Python 3.11)."
+	  echo "# Regenerate: make lock. Installed by: make env. environment.yml installs this same file."
+	  "$$scratch/bin/pip" freeze
+	} > requirements.lock
+	echo "requirements.lock updated; the next 'make env' builds env-$$(sha256sum requirements.lock | cut -c1-12)"
+
+clean: ## remove build outputs and caches (keeps runs/ and the environment)
+	@rm -rf build .pytest_cache
+	find course_utils tests -name __pycache__ -type d -prune -exec rm -rf {} +
+	echo "Kept: runs/ (lesson outputs) and the environment at $(COURSE_ENV)"
