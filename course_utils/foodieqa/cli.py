@@ -1,0 +1,58 @@
+"""The lesson's commands: ``make-synthetic-foodieqa``, ``prepare-foodieqa`` and ``download-foodieqa``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .prompts import PROMPT_STYLES
+
+
+def register_cli(subparsers: argparse._SubParsersAction) -> None:
+    """Add the FoodieQA subcommands to the course's command line."""
+    make = subparsers.add_parser("make-synthetic-foodieqa", help="draw a synthetic FoodieQA folder")
+    make.add_argument("out", help="folder to write (images/, sivqa_tidy.json, RULES.md)")
+    make.add_argument("--dishes", type=int, default=40, help="number of dishes (default 40)")
+    make.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives identical files")
+    make.add_argument("--images-per-dish", type=int, default=3, help="pictures per dish (default 3)")
+    make.set_defaults(handler=_make_synthetic)
+
+    prepare = subparsers.add_parser("prepare-foodieqa", help="validate FoodieQA and convert it for XTuner")
+    prepare.add_argument("src", help="unzipped FoodieQA folder, FoodieQA.zip, or 'download'")
+    prepare.add_argument("out", help="folder for train.json, test.json, validation_report.json, manifest.json")
+    prepare.add_argument("--style", choices=PROMPT_STYLES, default="mcq", help="prompt style (default mcq)")
+    prepare.add_argument("--test-fraction", type=float, default=0.25, help="share of dishes held out (default 0.25)")
+    prepare.add_argument("--seed", type=int, default=0, help="seed of the dish split (default 0)")
+    prepare.set_defaults(handler=_prepare)
+
+    download = subparsers.add_parser("download-foodieqa", help="download the gated FoodieQA (needs an HF token)")
+    download.add_argument("--dest", default=None, help="folder to unzip into (default RUN_DIR/data/foodieqa)")
+    download.set_defaults(handler=_download)
+
+
+def _make_synthetic(args: argparse.Namespace) -> int:
+    from .synthetic import make_synthetic_foodieqa
+
+    print(f"synthetic FoodieQA: {make_synthetic_foodieqa(args.out, args.dishes, args.seed, args.images_per_dish)}")
+    return 0
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    from .convert import prepare_foodieqa
+    from .defaults import resolve_data_root
+
+    prepared = prepare_foodieqa(resolve_data_root(args.src), args.out, args.style, args.test_fraction, args.seed)
+    print(prepared.report.summary())
+    print(prepared.summary())
+    return 0
+
+
+def _download(args: argparse.Namespace) -> int:
+    from .download import FoodieQADownloadError, download_foodieqa
+
+    try:
+        print(f"FoodieQA: {download_foodieqa(args.dest)}")
+    except FoodieQADownloadError as error:
+        print(error, file=sys.stderr)
+        return 1
+    return 0
