@@ -13,8 +13,11 @@ COURSE_ENV ?= $(HOME)/.cache/internvl2-course/env-$(LOCK_HASH)
 PY := $(COURSE_ENV)/bin/python
 ENV_STAMP := $(COURSE_ENV)/.course-env-complete
 ENV_INCOMPLETE := $(COURSE_ENV).incomplete
-# conda builds the env from environment.yml when it is on PATH; USE_CONDA=no forces venv + pip.
+# conda makes the base env from environment.yml when it is on PATH; USE_CONDA=no forces python -m venv.
 USE_CONDA ?= $(if $(shell command -v conda),yes,no)
+# Packages whose pin in requirements.in deliberately overrides a dependency's own pin (requirements.in says why).
+# The lock is therefore installed with --no-deps, and pip check may report only these.
+LOCK_OVERRIDES := bitsandbytes
 
 # The checkout itself is the course_utils package (nothing is installed into the shared env), and the env's
 # own Jupyter data comes first, so its python3 kernel is the one papermill and JupyterLab start.
@@ -22,6 +25,8 @@ export PYTHONPATH := $(CURDIR)
 export JUPYTER_PATH := $(abspath $(COURSE_ENV))/share/jupyter
 # DeepSpeed compiles its CUDA ops on first use instead of at install time, so it installs on CPU machines too.
 export DS_BUILD_OPS := 0
+
+space := $(subst ,, )
 
 .PHONY: help env course test lab doctor lock clean
 
@@ -77,9 +82,14 @@ $(ENV_STAMP):
 	  fi
 	  echo "Creating the course environment with $$($$base --version) at $(COURSE_ENV) (a few GB; takes minutes)"
 	  $$base -m venv "$(COURSE_ENV)"
-	  "$(PY)" -m pip install --no-input $(if $(CI),--progress-bar off) -r requirements.lock
 	fi
-	"$(PY)" -m pip check
+	"$(PY)" -m pip install --no-input --no-deps $(if $(CI),--progress-bar off) -r requirements.lock
+	problems=$$("$(PY)" -m pip check | grep -vE 'has requirement ($(subst $(space),|,$(LOCK_OVERRIDES)))[=<>!~ ]' || true)
+	if [ -n "$$problems" ] && [ "$$problems" != "No broken requirements found." ]; then
+	  echo "$$problems" >&2
+	  echo "error: requirements.lock is inconsistent (pip check above); regenerate it with 'make lock'." >&2
+	  exit 1
+	fi
 	touch "$(ENV_STAMP)"
 	rm -f "$(ENV_INCOMPLETE)"
 	echo "Course environment ready in $$((SECONDS - start)) s: $(COURSE_ENV) ($$(du -sh "$(COURSE_ENV)" | cut -f1))"
@@ -88,10 +98,13 @@ lock: ## re-resolve requirements.in into requirements.lock (in a scratch venv)
 	@scratch=$$(mktemp -d)
 	trap 'rm -rf "$$scratch"' EXIT
 	python3.11 -m venv "$$scratch"
-	"$$scratch/bin/pip" install --no-input -r requirements.in
+	overrides='^($(subst $(space),|,$(LOCK_OVERRIDES)))[=<>!~ ]'
+	grep -vE "$$overrides" requirements.in > "$$scratch/resolvable.in"
+	"$$scratch/bin/pip" install --no-input -r "$$scratch/resolvable.in"
+	"$$scratch/bin/pip" install --no-input --no-deps $$(grep -E "$$overrides" requirements.in)
 	{
 	  echo "# Exact versions of the course environment (pip freeze of requirements.in, resolved on Python 3.11)."
-	  echo "# Regenerate: make lock. Installed by: make env. environment.yml installs this same file."
+	  echo "# Regenerate: make lock. Installed with pip --no-deps by make env (after environment.yml, with conda)."
 	  "$$scratch/bin/pip" freeze
 	} > requirements.lock
 	echo "requirements.lock updated; the next 'make env' builds env-$$(sha256sum requirements.lock | cut -c1-12)"
