@@ -33,3 +33,22 @@ def executed_notebook(session_run_dir, tmp_path_factory):
         return cache[name]
 
     return run
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(session_run_dir) -> Path:
+    """The embedded tiny InternVL2 model folder, built once per test session."""
+    from course_utils.tiny_model import ensure_tiny_model
+
+    return ensure_tiny_model()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_and_tokenizer(tiny_model_path):
+    """The tiny model loaded as a learner loads InternVL2: AutoModel + remote code, float32 on CPU."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    model = AutoModel.from_pretrained(tiny_model_path, trust_remote_code=True, torch_dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_path, trust_remote_code=True)
+    return model, tokenizer

@@ -147,7 +147,8 @@ class InternVisionEncoder(nn.Module):
     def __init__(self, config: InternVisionConfig):
         super().__init__()
         # stochastic depth grows linearly with depth, as in the published recipe
-        rates = torch.linspace(0, config.drop_path_rate, config.num_hidden_layers).tolist()
+        depth = config.num_hidden_layers
+        rates = [config.drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
         self.layers = nn.ModuleList([InternVisionEncoderLayer(config, rate) for rate in rates])
         self.gradient_checkpointing = False
 
