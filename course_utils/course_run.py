@@ -2,18 +2,26 @@
 
 ``make course`` and the notebook tests both go through :func:`execute_notebook`, so a lesson runs the same way
 for a maintainer, for CI and for a learner who runs it from the command line.
+
+Smoke mode: a lesson whose tagged ``parameters`` cell declares ``smoke = False`` is executed with
+``smoke = True`` (few steps, few samples) unless ``smoke=False`` is asked for; JupyterLab runs its own default.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import sys
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .paths import project_root
+from .paths import project_root, run_dir
 from .records import read_records
 
+SMOKE_PARAMETER = "smoke"
 
 def notebook_dir() -> Path:
     """The folder of the numbered lesson notebooks."""
@@ -39,22 +47,25 @@ def execute_notebook(
     output_dir: str | Path,
     parameters: dict[str, Any] | None = None,
     env: dict[str, str] | None = None,
+    smoke: bool = True,
 ) -> Path:
     """Execute one lesson with papermill into ``output_dir`` and return the executed copy's path.
 
     ``parameters`` override the notebook's tagged ``parameters`` cell; ``env`` adds environment variables for the
-    kernel (``RUN_DIR``, ``MODEL_PATH``, ...). The kernel starts in the notebooks folder, as in JupyterLab.
+    kernel (``RUN_DIR``, ``MODEL_PATH``, ...); ``smoke`` selects smoke mode where the lesson offers it. The
+    kernel starts in the notebooks folder, as in JupyterLab, with this checkout on its ``PYTHONPATH``.
     """
     import papermill
 
     source = Path(notebook) if Path(notebook).suffix == ".ipynb" else find_notebook(str(notebook))
     output = Path(output_dir) / source.name
     output.parent.mkdir(parents=True, exist_ok=True)
-    saved_env = {key: os.environ.get(key) for key in (env or {})}
-    os.environ.update(env or {})  # the kernel inherits this process's environment
+    env = kernel_environment(env)
+    saved_env = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)  # the kernel inherits this process's environment
     try:
         papermill.execute_notebook(
-            str(source), str(output), parameters=parameters or {}, cwd=str(source.parent),
+            str(source), str(output), parameters=lesson_parameters(source, parameters, smoke), cwd=str(source.parent),
             kernel_name="python3", progress_bar=False,
         )
     finally:
@@ -66,21 +77,162 @@ def execute_notebook(
     return output
 
 
+def kernel_environment(extra: dict[str, str] | None) -> dict[str, str]:
+    """The variables a lesson's kernel gets: ``extra``, and a PYTHONPATH led by this checkout.
+
+    The kernel starts in ``notebooks/``, so without it ``import course_utils`` works only where the package is
+    installed or the caller exported PYTHONPATH (as the Makefile does).
+    """
+    entries = [str(project_root()), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    return {"PYTHONPATH": os.pathsep.join(dict.fromkeys(entries)), **(extra or {})}
+
+
+def lesson_parameters(source: Path, parameters: dict[str, Any] | None, smoke: bool) -> dict[str, Any]:
+    """The parameters to inject: ``parameters`` plus ``smoke=True`` when asked for and the lesson declares it."""
+    import papermill
+
+    injected = dict(parameters or {})
+    if smoke and SMOKE_PARAMETER in papermill.inspect_notebook(str(source)):
+        injected.setdefault(SMOKE_PARAMETER, True)
+    return injected
+
+
 def recorded_figures(executed: Path) -> dict[str, Any]:
     """The figures an executed lesson recorded (see :mod:`course_utils.records`)."""
     return read_records(executed)
 
 
+@dataclass
+class LessonRun:
+    """The outcome of one executed lesson."""
+
+    name: str
+    seconds: float
+    figures: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def build_embedded_defaults() -> list[str]:
+    """Build the embedded model and data the lessons default to (seconds; reused when current).
+
+    Returns one line per default for the run's header.
+    """
+    from .foodieqa import ensure_synthetic_foodieqa
+    from .tiny_model import ensure_tiny_model
+
+    lines = []
+    for label, ensure in (("tiny InternVL2 model", ensure_tiny_model), ("synthetic FoodieQA", ensure_synthetic_foodieqa)):
+        start = time.perf_counter()
+        folder = ensure()
+        lines.append(f"{label}: {folder} ({time.perf_counter() - start:.1f} s)")
+    return lines
+
+
+def describe_error(error: BaseException) -> str:
+    """One line naming what failed: papermill's cell error (``ename: evalue``) or the exception itself."""
+    name = getattr(error, "ename", None) or type(error).__name__
+    value = getattr(error, "evalue", None) or str(error)
+    first_line = value.strip().splitlines()[0] if value.strip() else ""
+    return f"{name}: {first_line}" if first_line else name
+
+
+def run_lesson(notebook: Path, output_dir: Path, smoke: bool = True) -> LessonRun:
+    """Execute one lesson, catching its failure so that the others still run; figures recorded before a failure count."""
+    start = time.perf_counter()
+    error = None
+    try:
+        execute_notebook(notebook, output_dir, smoke=smoke)
+    except Exception as exc:  # a failing lesson is reported in the summary, then fails the whole run
+        error = describe_error(exc)
+    executed = output_dir / notebook.name
+    figures = recorded_figures(executed) if executed.exists() else {}
+    return LessonRun(notebook.stem, time.perf_counter() - start, figures, error)
+
+
+def format_figure(value: Any, width: int = 100) -> str:
+    """A recorded value as one short line: floats to 4 significant digits, lists and dicts as compact JSON."""
+    if isinstance(value, float):
+        text = f"{value:.4g}"
+    elif isinstance(value, (str, int, type(None))):  # bool is an int: True/False, as Python prints them
+        text = str(value)
+    else:
+        text = json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def format_summary(runs: list[LessonRun], output_dir: Path) -> str:
+    """The table ``make course`` ends with: each lesson, ok or FAILED, its time, and the figures it recorded."""
+    lines = [f"Lessons executed into {output_dir}", f"  {'lesson':<28} {'result':<7} {'time':>8}"]
+    for run in runs:
+        lines.append(f"  {run.name:<28} {'ok' if run.ok else 'FAILED':<7} {run.seconds:>6.1f} s")
+        lines += [f"      {name} = {format_figure(value)}" for name, value in run.figures.items()]
+        if run.error:
+            lines.append(f"      error: {run.error}")
+    passed = sum(run.ok for run in runs)
+    lines.append(f"{passed} of {len(runs)} lessons ran; {sum(run.seconds for run in runs):.1f} s in all")
+    return "\n".join(lines)
+
+
+def run_course(output_dir: Path, lessons: list[str] | None = None, smoke: bool = True) -> int:
+    """Build the embedded defaults, execute the lessons in order, print the summary; 0 only if every lesson ran.
+
+    ``lessons`` picks some by number or name (default: all).
+    """
+    notebooks = [find_notebook(name) for name in lessons] if lessons else list_notebooks()
+    if not notebooks:
+        print(f"error: no lesson notebooks in {notebook_dir()}", file=sys.stderr)
+        return 1
+    print(f"RUN_DIR={run_dir()}")
+    for line in build_embedded_defaults():
+        print(f"  {line}")
+    runs = []
+    for notebook in notebooks:
+        print(f"running {notebook.stem} ...", flush=True)
+        runs.append(run_lesson(notebook, output_dir, smoke=smoke))
+    print()
+    print(format_summary(runs, output_dir))
+    failed = [run for run in runs if not run.ok]
+    if failed:
+        names = ", ".join(run.name for run in failed)
+        print(
+            f"\nerror: {len(failed)} lesson(s) failed: {names}. The executed copies in {output_dir} show the "
+            "failing cell; rerun one with `python -m course_utils run-notebook NN`.",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
 def register_cli(subparsers: argparse._SubParsersAction) -> None:
+    default_out = str(project_root() / "build" / "notebooks")
+    full_help = "run with the lessons' own defaults instead of smoke mode"
+
     parser = subparsers.add_parser("run-notebook", help="execute one lesson notebook with papermill")
     parser.add_argument("notebook", help="file name, stem or number, e.g. 03")
-    parser.add_argument("--out", default=str(project_root() / "build" / "notebooks"), help="output folder")
+    parser.add_argument("--out", default=default_out, help="output folder")
+    parser.add_argument("--full", action="store_true", help=full_help)
     parser.set_defaults(handler=_run_notebook_cli)
+
+    parser = subparsers.add_parser(
+        "run-course", help="build the embedded defaults, execute every lesson, print a summary of their figures"
+    )
+    parser.add_argument("lessons", nargs="*", help="only these lessons (numbers or names); default: all")
+    parser.add_argument("--out", default=default_out, help="output folder")
+    parser.add_argument("--full", action="store_true", help=full_help)
+    parser.set_defaults(handler=_run_course_cli)
 
 
 def _run_notebook_cli(args: argparse.Namespace) -> int:
-    executed = execute_notebook(args.notebook, args.out)
+    executed = execute_notebook(args.notebook, args.out, smoke=not args.full)
     print(f"executed: {executed}")
     for name, value in recorded_figures(executed).items():
-        print(f"  {name}: {value}")
+        print(f"  {name}: {format_figure(value)}")
     return 0
+
+
+def _run_course_cli(args: argparse.Namespace) -> int:
+    return run_course(Path(args.out), args.lessons, smoke=not args.full)

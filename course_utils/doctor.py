@@ -1,0 +1,249 @@
+"""``python -m course_utils doctor``: what this machine has, and what will run where.
+
+The report is built in two steps so that its logic can be tested without a GPU: :func:`gather_facts` observes
+the machine (versions, CUDA, environment variables, Hugging Face token), :func:`build_report` turns those facts
+into decisions (which engine serves the model, where fine-tuning runs), and :func:`format_report` prints them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import warnings
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Mapping
+
+from .paths import run_dir, synthetic_data_dir, tiny_model_dir
+
+PACKAGES = ("torch", "torchvision", "transformers", "lmdeploy", "xtuner", "peft", "deepspeed", "jupyterlab", "papermill")
+NOT_INSTALLED = "not installed"
+HF_TOKEN_VARIABLES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
+
+
+@dataclass(frozen=True)
+class Gpu:
+    """One CUDA device as torch sees it."""
+
+    name: str
+    memory_gib: float
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What the doctor observed; tests build these by hand to check every decision."""
+
+    python: str
+    executable: str
+    packages: Mapping[str, str | None]  # distribution name -> version, None when not installed
+    torch_cuda_build: str | None  # torch.version.cuda: the CUDA the torch wheel was built for
+    gpus: tuple[Gpu, ...]
+    environ: Mapping[str, str]
+    hf_token_file: Path | None  # where `huggingface-cli login` stores the token
+
+
+@dataclass(frozen=True)
+class Report:
+    """The doctor's answer: versions, hardware, and the decisions the lessons will follow."""
+
+    python: str
+    executable: str
+    versions: dict[str, str]
+    torch_cuda_build: str | None
+    gpus: tuple[Gpu, ...]
+    engine: str
+    training: str
+    model: str
+    data: str
+    run_dir: str
+    hf_token: str
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def cuda_available(self) -> bool:
+        return bool(self.gpus)
+
+    def figures(self) -> dict[str, Any]:
+        """The key figures lesson 00 records (JSON-serialisable)."""
+        return {
+            "python_version": self.python,
+            "python_executable": self.executable,
+            "torch_version": self.versions["torch"],
+            "transformers_version": self.versions["transformers"],
+            "lmdeploy_version": self.versions["lmdeploy"],
+            "xtuner_version": self.versions["xtuner"],
+            "cuda_available": self.cuda_available,
+            "gpu_count": len(self.gpus),
+            "gpu_names": [gpu.name for gpu in self.gpus],
+            "engine": self.engine,
+        }
+
+
+def package_version(distribution: str) -> str | None:
+    """The installed version of a distribution, or None (read from metadata: nothing is imported)."""
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def torch_facts() -> tuple[str | None, str | None, tuple[Gpu, ...]]:
+    """torch's own version (with its build tag, e.g. ``2.8.0+cu128``), its CUDA build and the visible GPUs."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns about pynvml on import; nothing a learner can act on
+            import torch
+    except ImportError:
+        return None, None, ()
+    gpus = ()
+    if torch.cuda.is_available():
+        gpus = tuple(
+            Gpu(props.name, round(props.total_memory / 2**30, 1))
+            for props in map(torch.cuda.get_device_properties, range(torch.cuda.device_count()))
+        )
+    return torch.__version__, torch.version.cuda, gpus
+
+
+def hf_token_file() -> Path:
+    """Where `huggingface-cli login` keeps the token (huggingface_hub's rule, also when it is not installed)."""
+    try:
+        from huggingface_hub import constants
+
+        return Path(constants.HF_TOKEN_PATH)
+    except ImportError:
+        hf_home = os.environ.get("HF_HOME") or Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")) / "huggingface"
+        return Path(hf_home).expanduser() / "token"
+
+
+def gather_facts() -> Facts:
+    """Observe this machine and this Python."""
+    torch_version, torch_cuda_build, gpus = torch_facts()
+    return Facts(
+        python=platform.python_version(),
+        executable=sys.executable,
+        packages={name: torch_version if name == "torch" else package_version(name) for name in PACKAGES},
+        torch_cuda_build=torch_cuda_build,
+        gpus=gpus,
+        environ=dict(os.environ),
+        hf_token_file=hf_token_file(),
+    )
+
+
+def describe_hf_token(environ: Mapping[str, str], token_file: Path | None) -> str:
+    """Where a Hugging Face token comes from, never the token itself."""
+    for variable in HF_TOKEN_VARIABLES:
+        if environ.get(variable, "").strip():
+            return f"found (env {variable})"
+    if token_file is not None and token_file.is_file() and token_file.read_text().strip():
+        return "found (huggingface-cli login)"
+    return "not found"
+
+
+def choose_engine(facts: Facts) -> str:
+    """The engine the lessons use to serve the model."""
+    if facts.gpus and facts.packages.get("lmdeploy"):
+        return "lmdeploy (GPU)"
+    if facts.gpus:
+        return "transformers (GPU)"
+    return "transformers (CPU)"
+
+
+def choose_training(facts: Facts) -> str:
+    """Where XTuner fine-tuning runs."""
+    if not facts.packages.get("xtuner"):
+        return NOT_INSTALLED
+    if facts.gpus:
+        zero = ", DeepSpeed ZeRO available" if facts.packages.get("deepspeed") else ""
+        return f"XTuner on {len(facts.gpus)} GPU(s){zero}"
+    return "XTuner on CPU (the tiny model only)"
+
+
+def build_report(facts: Facts) -> Report:
+    """Turn observed facts into the report, with notes that name the fix for anything missing."""
+    environ = facts.environ
+    model_path, data_root = env_path_in("MODEL_PATH", environ), env_path_in("DATA_ROOT", environ)
+    versions = {name: facts.packages.get(name) or NOT_INSTALLED for name in PACKAGES}
+    notes = []
+    if facts.packages.get("torch") is None:
+        notes.append("torch is not installed in this Python: run `make env`, then use the env's python (`make doctor`).")
+    if not facts.gpus:
+        notes.append("no GPU: notebooks use the transformers CPU engine and the embedded tiny model runs everywhere.")
+    elif not facts.packages.get("lmdeploy"):
+        notes.append("GPU found but lmdeploy is not installed: lessons fall back to transformers; `make env` installs it.")
+    if (model_path or data_root) and not facts.gpus:
+        notes.append("MODEL_PATH/DATA_ROOT are set but there is no GPU: real InternVL2 weights are slow on a CPU.")
+    return Report(
+        python=facts.python,
+        executable=facts.executable,
+        versions=versions,
+        torch_cuda_build=facts.torch_cuda_build,
+        gpus=facts.gpus,
+        engine=choose_engine(facts),
+        training=choose_training(facts),
+        model=f"MODEL_PATH={model_path}" if model_path else f"embedded tiny InternVL2 ({tiny_model_dir()})",
+        data=f"DATA_ROOT={data_root}" if data_root else f"embedded synthetic FoodieQA ({synthetic_data_dir()})",
+        run_dir=str(run_dir()),
+        hf_token=describe_hf_token(environ, facts.hf_token_file),
+        notes=notes,
+    )
+
+
+def env_path_in(name: str, environ: Mapping[str, str]) -> str | None:
+    """:func:`course_utils.paths.env_path`'s rule (unset or blank is None) applied to the observed environment."""
+    return (environ.get(name) or "").strip() or None
+
+
+def format_report(report: Report) -> str:
+    """The report as the learner reads it."""
+    cuda_build = f" (built for CUDA {report.torch_cuda_build})" if report.torch_cuda_build else ""
+    gpus = ", ".join(f"{gpu.name} ({gpu.memory_gib:g} GiB)" for gpu in report.gpus) or "none"
+    lines = [
+        "Course environment",
+        f"  python        {report.python}  ({report.executable})",
+        f"  torch         {report.versions['torch']}{cuda_build}",
+        *(f"  {name:<13} {report.versions[name]}" for name in PACKAGES if name != "torch"),
+        f"  GPU           {gpus}",
+        "",
+        "What runs where",
+        f"  serving       {report.engine}",
+        f"  fine-tuning   {report.training}",
+        f"  model         {report.model}",
+        f"  data          {report.data}",
+        f"  outputs       RUN_DIR={report.run_dir}",
+        f"  HF token      {report.hf_token}",
+    ]
+    if report.notes:
+        lines += ["", "Notes", *(f"  - {note}" for note in report.notes)]
+    return "\n".join(lines)
+
+
+def check_requirements(report: Report, require_gpu: bool = False) -> None:
+    """Stop with a clear message when a lesson needs what this kernel lacks (torch; a GPU when asked for)."""
+    if report.versions["torch"] == NOT_INSTALLED:
+        raise RuntimeError(
+            f"torch is not installed for this kernel's python ({report.executable}). Run `make env` and start the "
+            "lessons with `make lab`, which uses the course environment."
+        )
+    if require_gpu and not report.cuda_available:
+        raise RuntimeError(
+            "require_gpu=True but torch sees no GPU. Check `nvidia-smi`, and that this kernel is the course env's "
+            f"python ({report.executable}); or set require_gpu=False to use the CPU engine."
+        )
+
+
+def doctor_report() -> Report:
+    """The report for this machine."""
+    return build_report(gather_facts())
+
+
+def register_cli(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("doctor", help="show versions, GPU, and what will run where")
+    parser.set_defaults(handler=_doctor_cli)
+
+
+def _doctor_cli(args: argparse.Namespace) -> int:
+    print(format_report(doctor_report()))
+    return 0

@@ -1,0 +1,143 @@
+"""The doctor's decisions, from injected facts (no GPU needed), and lesson 00 executed in the course kernel."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+
+from course_utils.doctor import (
+    NOT_INSTALLED,
+    PACKAGES,
+    Facts,
+    Gpu,
+    build_report,
+    check_requirements,
+    format_report,
+    gather_facts,
+)
+from course_utils.paths import project_root
+
+H100 = Gpu("NVIDIA H100 80GB HBM3", 79.1)
+
+
+def make_facts(gpus=(), packages=None, environ=None, token_file=None) -> Facts:
+    """Facts of a machine with every course package installed, changed where a test says so."""
+    return Facts(
+        python="3.11.7",
+        executable="/envs/course/bin/python",
+        packages={name: "1.0" for name in PACKAGES} | (packages or {}),
+        torch_cuda_build="12.8",
+        gpus=tuple(gpus),
+        environ=environ or {},
+        hf_token_file=token_file,
+    )
+
+
+def test_without_a_gpu_lessons_use_transformers_on_the_cpu_and_the_report_says_so():
+    report = build_report(make_facts())
+    text = format_report(report)
+    assert report.engine == "transformers (CPU)"
+    assert report.training == "XTuner on CPU (the tiny model only)"
+    assert not report.cuda_available
+    assert "no GPU: notebooks use the transformers CPU engine" in text
+    assert "GPU           none" in text
+
+
+def test_a_gpu_with_lmdeploy_serves_with_lmdeploy():
+    report = build_report(make_facts(gpus=[H100, H100]))
+    text = format_report(report)
+    assert report.engine == "lmdeploy (GPU)"
+    assert report.training == "XTuner on 2 GPU(s), DeepSpeed ZeRO available"
+    assert "NVIDIA H100 80GB HBM3 (79.1 GiB)" in text
+    assert "no GPU" not in text
+    assert report.figures()["gpu_count"] == 2
+
+
+def test_a_gpu_without_lmdeploy_falls_back_to_transformers_and_names_the_fix():
+    report = build_report(make_facts(gpus=[H100], packages={"lmdeploy": None, "deepspeed": None}))
+    assert report.engine == "transformers (GPU)"
+    assert report.training == "XTuner on 1 GPU(s)"
+    assert report.versions["lmdeploy"] == NOT_INSTALLED
+    assert "`make env` installs it" in format_report(report)
+
+
+def test_missing_packages_read_not_installed_and_a_missing_torch_stops_the_lesson():
+    report = build_report(make_facts(packages={"xtuner": None, "torch": None}))
+    assert "xtuner        not installed" in format_report(report)
+    assert report.training == NOT_INSTALLED
+    with pytest.raises(RuntimeError, match="make env"):
+        check_requirements(report)
+
+
+def test_require_gpu_stops_only_where_no_gpu_is_visible():
+    check_requirements(build_report(make_facts()))
+    check_requirements(build_report(make_facts(gpus=[H100])), require_gpu=True)
+    with pytest.raises(RuntimeError, match="require_gpu=True but torch sees no GPU"):
+        check_requirements(build_report(make_facts()), require_gpu=True)
+
+
+def test_model_and_data_come_from_the_environment_and_blank_means_unset():
+    report = build_report(make_facts(environ={"MODEL_PATH": "/models/InternVL2-2B", "DATA_ROOT": "  "}))
+    assert report.model == "MODEL_PATH=/models/InternVL2-2B"
+    assert report.data.startswith("embedded synthetic FoodieQA")
+    assert "real InternVL2 weights are slow on a CPU" in format_report(report)
+    assert build_report(make_facts()).model.startswith("embedded tiny InternVL2")
+
+
+@pytest.mark.parametrize(
+    ("environ", "file_text", "expected"),
+    [
+        ({"HF_TOKEN": "hf_secretvalue123"}, None, "found (env HF_TOKEN)"),
+        ({"HUGGING_FACE_HUB_TOKEN": "hf_secretvalue123"}, "hf_other", "found (env HUGGING_FACE_HUB_TOKEN)"),
+        ({}, "hf_secretvalue123\n", "found (huggingface-cli login)"),
+        ({"HF_TOKEN": " "}, "", "not found"),
+        ({}, None, "not found"),
+    ],
+)
+def test_the_hf_token_is_located_but_never_shown(tmp_path, environ, file_text, expected):
+    token_file = tmp_path / "token"
+    if file_text is not None:
+        token_file.write_text(file_text)
+    report = build_report(make_facts(environ=environ, token_file=token_file))
+    assert report.hf_token == expected
+    shown = format_report(report) + json.dumps(report.figures())
+    assert "hf_secretvalue123" not in shown
+
+
+def test_gathered_facts_describe_this_python():
+    import torch
+
+    facts = gather_facts()
+    assert facts.executable == sys.executable
+    assert facts.packages["torch"] == torch.__version__
+    assert facts.packages["transformers"] == metadata.version("transformers")
+    assert len(facts.gpus) == (torch.cuda.device_count() if torch.cuda.is_available() else 0)
+
+
+def test_the_doctor_command_prints_versions_and_what_runs_where():
+    result = subprocess.run(
+        [sys.executable, "-m", "course_utils", "doctor"], cwd=project_root(), capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    for heading in ("Course environment", "What runs where", "torch", "lmdeploy", "xtuner", "HF token"):
+        assert heading in result.stdout
+    assert "serving       lmdeploy (GPU)" in result.stdout or "serving       transformers (" in result.stdout
+
+
+@pytest.mark.notebook
+def test_lesson_00_records_the_setup_of_the_kernel_it_ran_in(executed_notebook):
+    import torch
+
+    _, figures = executed_notebook("00")
+    assert figures["torch_version"] == torch.__version__
+    assert figures["cuda_available"] is torch.cuda.is_available()
+    assert figures["gpu_count"] == (torch.cuda.device_count() if torch.cuda.is_available() else 0)
+    assert Path(figures["python_executable"]) == Path(sys.executable)  # the course env's own kernel
+    assert figures["transformers_version"] == metadata.version("transformers")
+    assert figures["engine"] in ("lmdeploy (GPU)", "transformers (GPU)", "transformers (CPU)")
+    assert (figures["engine"] == "transformers (CPU)") is not torch.cuda.is_available()
