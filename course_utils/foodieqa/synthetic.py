@@ -59,23 +59,23 @@ class Method:
 CUISINES = (
     Cuisine("川菜", "Sichuan cuisine", "川味", "Sichuan-style", "四川", "Sichuan", (200, 30, 30), "dots"),
     Cuisine("粤菜", "Cantonese cuisine", "粤式", "Cantonese-style", "广东", "Guangdong", (30, 80, 200), "rings"),
-    Cuisine("鲁菜", "Shandong cuisine", "鲁式", "Shandong-style", "山东", "Shandong", (30, 140, 60), "ticks"),
-    Cuisine("东北菜", "Northeastern cuisine", "东北", "Northeastern", "黑龙江", "Heilongjiang", (35, 35, 35), "squares"),
-    Cuisine("新疆菜", "Xinjiang cuisine", "新疆", "Xinjiang-style", "新疆", "Xinjiang", (225, 165, 10), "zigzag"),
-    Cuisine("湘菜", "Hunan cuisine", "湘味", "Hunan-style", "湖南", "Hunan", (140, 50, 170), "waves"),
+    Cuisine("鲁菜", "Shandong cuisine", "鲁式", "Shandong-style", "山东", "Shandong", (0, 150, 150), "ticks"),
+    Cuisine("东北菜", "Northeastern cuisine", "东北", "Northeastern", "黑龙江", "Heilongjiang", (215, 170, 0), "squares"),
+    Cuisine("新疆菜", "Xinjiang cuisine", "新疆", "Xinjiang-style", "新疆", "Xinjiang", (140, 50, 170), "zigzag"),
+    Cuisine("湘菜", "Hunan cuisine", "湘味", "Hunan-style", "湖南", "Hunan", (230, 70, 170), "waves"),
 )
 INGREDIENTS = (
-    Ingredient("牛肉", "beef", (105, 45, 25), "slices"),
-    Ingredient("虾", "shrimp", (250, 125, 85), "curls"),
-    Ingredient("豆腐", "tofu", (245, 238, 205), "cubes"),
-    Ingredient("西兰花", "broccoli", (40, 135, 45), "florets"),
-    Ingredient("面条", "noodles", (240, 205, 95), "strands"),
-    Ingredient("鱼", "fish", (175, 185, 200), "fish"),
+    Ingredient("牛肉", "beef", (165, 95, 85), "slices"),
+    Ingredient("虾", "shrimp", (250, 135, 90), "curls"),
+    Ingredient("豆腐", "tofu", (215, 165, 90), "cubes"),
+    Ingredient("西兰花", "broccoli", (50, 150, 40), "florets"),
+    Ingredient("面条", "noodles", (250, 225, 120), "strands"),
+    Ingredient("鱼", "fish", (150, 165, 190), "fish"),
 )
 METHODS = (
-    Method("红烧", "braised", (115, 30, 15)),
-    Method("清蒸", "steamed", (215, 225, 195)),
-    Method("糖醋", "sweet-and-sour", (250, 130, 10)),
+    Method("红烧", "braised", (105, 40, 30)),
+    Method("清蒸", "steamed", (190, 225, 130)),
+    Method("糖醋", "sweet-and-sour", (250, 120, 0)),
     Method("干煸", "dry-fried", None),
 )
 
@@ -88,7 +88,7 @@ QUESTIONS = (
 )
 # Picture sizes: small enough for a CPU, several aspect ratios so that InternVL's tiling differs per image.
 IMAGE_SIZES = ((448, 448), (448, 336), (336, 448), (448, 224), (320, 320), (256, 256), (384, 288), (288, 384))
-BACKGROUNDS: tuple[RGB, ...] = ((150, 105, 65), (120, 120, 125), (215, 200, 170), (55, 85, 65), (70, 90, 130))
+BACKGROUNDS: tuple[RGB, ...] = ((95, 75, 110), (120, 120, 125), (215, 200, 170), (55, 85, 65), (70, 90, 130))
 LOCATIONS = ("餐馆", "家里", "食堂")
 PLATE_WHITE: RGB = (246, 244, 238)
 
@@ -179,12 +179,12 @@ def draw_plate(draw: ImageDraw.ImageDraw, cx: float, cy: float, r: float, cuisin
 
 
 def draw_sauce(draw: ImageDraw.ImageDraw, cx: float, cy: float, r: float, method: Method, rng: random.Random):
-    """The sauce pool (or, for a dry dish, chilli flakes) that tells the cooking method."""
+    """The sauce pool (or, for a dry dish, scattered flakes) that tells the cooking method."""
     if method.sauce_colour is None:
         for _ in range(40):
             x, y = _ring_point(cx, cy, rng.uniform(0, 0.68) * r, rng.uniform(0, 2 * math.pi))
             size = rng.uniform(0.015, 0.03) * r
-            draw.ellipse((x - size, y - size, x + size, y + size), fill=(190, 20, 15) if rng.random() < 0.7 else (60, 35, 20))
+            draw.ellipse((x - size, y - size, x + size, y + size), fill=(50, 30, 20) if rng.random() < 0.7 else (235, 215, 160))
         return
     outline = [_ring_point(cx, cy, r * 0.66 * rng.uniform(0.85, 1.0), k * 2 * math.pi / 14) for k in range(14)]
     draw.polygon(outline, fill=method.sauce_colour)
@@ -239,7 +239,7 @@ def draw_dish_image(dish: Dish, rng: random.Random) -> Image.Image:
     for _ in range(rng.randint(4, 9)):
         x, y = _ring_point(cx, cy, rng.uniform(0, 0.5) * r, rng.uniform(0, 2 * math.pi))
         draw_piece(draw, x, y, r * rng.uniform(0.13, 0.18), rng.uniform(0, 2 * math.pi), dish.ingredient)
-    pixels = np.asarray(image, dtype=np.float32) * rng.uniform(0.88, 1.12)  # lighting
+    pixels = np.asarray(image, dtype=np.float32) * rng.uniform(0.92, 1.08)  # lighting
     noise = np.random.default_rng(rng.getrandbits(32)).normal(0, 6, pixels.shape)
     return Image.fromarray(np.clip(pixels + noise, 0, 255).astype(np.uint8))
 
@@ -296,7 +296,7 @@ def describe_rules() -> str:
     lines += ["", "| main ingredient | pieces |", "| --- | --- |"]
     lines += [f"| {i.name} ({i.name_en}) | {i.shape}, RGB{i.colour} |" for i in INGREDIENTS]
     lines += ["", "| cooking method | sauce |", "| --- | --- |"]
-    lines += [f"| {m.name} ({m.name_en}) | {'dry, chilli flakes' if m.sauce_colour is None else f'RGB{m.sauce_colour}'} |"
+    lines += [f"| {m.name} ({m.name_en}) | {'dry, dark and sesame flakes' if m.sauce_colour is None else f'RGB{m.sauce_colour}'} |"
               for m in METHODS]
     return "\n".join(lines) + "\n"
 

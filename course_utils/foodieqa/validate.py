@@ -86,12 +86,12 @@ class ValidationReport:
 def answer_index(record: dict) -> int:
     """The answer as an int 0..3 (FoodieQA stores it as a string, e.g. ``"2"``); raises ValueError otherwise."""
     answer = record["answer"]
-    if isinstance(answer, bool) or not isinstance(answer, (str, int)):
-        raise ValueError(f"answer {answer!r} is not an index")
-    index = int(str(answer).strip())  # ValueError for "B", "", "1.0"
-    if not 0 <= index < CHOICE_COUNT:
+    text = str(answer).strip()
+    if isinstance(answer, bool) or not isinstance(answer, (str, int)) or not text.lstrip("-").isdigit():
+        raise ValueError(f"answer {answer!r} is not an index in 0..{CHOICE_COUNT - 1}")
+    if not 0 <= int(text) < CHOICE_COUNT:
         raise ValueError(f"answer {answer!r} not in 0..{CHOICE_COUNT - 1}")
-    return index
+    return int(text)
 
 
 def _missing(value) -> bool:
