@@ -96,5 +96,5 @@ def plot_sample_grid(records: list[dict], root: str | Path, count: int = 8, colu
         with Image.open(image_path(root, record)) as image:
             axes.imshow(image.convert("RGB"))
         axes.set_title(f"{record['food_meta']['food_name']} · {record['food_meta']['food_type']}", fontsize=10)
-        axes.text(0, -0.04, describe_question(record), transform=axes.transAxes, va="top", fontsize=9)
+        axes.text(0, -0.04, describe_question(record), transform=axes.transAxes, va="top", fontsize=9, linespacing=1.5)
     return figure
