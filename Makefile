@@ -42,8 +42,9 @@ course: $(ENV_STAMP) ## build the embedded defaults and execute every lesson int
 test: $(ENV_STAMP) ## run the whole test suite (unit tests and notebook tests)
 	"$(PY)" -m pytest $(PYTEST_ARGS)
 
+# JupyterLab refuses to start as root without --allow-root; root is common on cloud GPU machines and containers.
 lab: $(ENV_STAMP) ## open the lessons in JupyterLab
-	"$(PY)" -m jupyter lab --notebook-dir="$(CURDIR)/notebooks" $(LAB_ARGS)
+	"$(PY)" -m jupyter lab --notebook-dir="$(CURDIR)/notebooks" $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 doctor: $(ENV_STAMP) ## show versions, GPU and what will run where
 	"$(PY)" -m course_utils doctor
@@ -53,6 +54,7 @@ $(ENV_STAMP):
 	@mkdir -p "$(dir $(abspath $(COURSE_ENV)))"
 	if command -v flock >/dev/null; then exec 9>"$(COURSE_ENV).lock"; flock 9; fi  # two checkouts: one builds
 	if [ -f "$(ENV_STAMP)" ]; then exit 0; fi
+	rmdir "$(COURSE_ENV)" 2>/dev/null || true  # an empty folder is as good as none
 	if [ -e "$(COURSE_ENV)" ]; then
 	  if [ ! -e "$(ENV_INCOMPLETE)" ]; then
 	    echo "error: $(COURSE_ENV) exists but was not built by 'make env'." >&2
