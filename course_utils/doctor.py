@@ -17,6 +17,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Mapping
 
+from huggingface_hub import constants as hf_constants
+
 from .paths import run_dir, synthetic_data_dir, tiny_model_dir
 
 PACKAGES = ("torch", "torchvision", "transformers", "lmdeploy", "xtuner", "peft", "deepspeed", "jupyterlab", "papermill")
@@ -107,17 +109,6 @@ def torch_facts() -> tuple[str | None, str | None, tuple[Gpu, ...]]:
     return torch.__version__, torch.version.cuda, gpus
 
 
-def hf_token_file() -> Path:
-    """Where `huggingface-cli login` keeps the token (huggingface_hub's rule, also when it is not installed)."""
-    try:
-        from huggingface_hub import constants
-
-        return Path(constants.HF_TOKEN_PATH)
-    except ImportError:
-        hf_home = os.environ.get("HF_HOME") or Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")) / "huggingface"
-        return Path(hf_home).expanduser() / "token"
-
-
 def gather_facts() -> Facts:
     """Observe this machine and this Python."""
     torch_version, torch_cuda_build, gpus = torch_facts()
@@ -128,7 +119,7 @@ def gather_facts() -> Facts:
         torch_cuda_build=torch_cuda_build,
         gpus=gpus,
         environ=dict(os.environ),
-        hf_token_file=hf_token_file(),
+        hf_token_file=Path(hf_constants.HF_TOKEN_PATH),  # where `huggingface-cli login` keeps it
     )
 
 
@@ -173,8 +164,8 @@ def build_report(facts: Facts) -> Report:
         notes.append("no GPU: notebooks use the transformers CPU engine and the embedded tiny model runs everywhere.")
     elif not facts.packages.get("lmdeploy"):
         notes.append("GPU found but lmdeploy is not installed: lessons fall back to transformers; `make env` installs it.")
-    if (model_path or data_root) and not facts.gpus:
-        notes.append("MODEL_PATH/DATA_ROOT are set but there is no GPU: real InternVL2 weights are slow on a CPU.")
+    if model_path and not facts.gpus:
+        notes.append("MODEL_PATH is set but there is no GPU: real InternVL2 weights are slow on a CPU.")
     return Report(
         python=facts.python,
         executable=facts.executable,

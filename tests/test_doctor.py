@@ -87,6 +87,9 @@ def test_model_and_data_come_from_the_environment_and_blank_means_unset():
     assert report.data.startswith("embedded synthetic FoodieQA")
     assert "real InternVL2 weights are slow on a CPU" in format_report(report)
     assert build_report(make_facts()).model.startswith("embedded tiny InternVL2")
+    with_data = build_report(make_facts(environ={"DATA_ROOT": "/data/FoodieQA"}))
+    assert with_data.data == "DATA_ROOT=/data/FoodieQA"
+    assert "slow on a CPU" not in format_report(with_data)
 
 
 @pytest.mark.parametrize(
