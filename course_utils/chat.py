@@ -1,0 +1,67 @@
+"""Talking to an InternVL2 model with transformers: load it, ask about an image, stream the answer.
+
+These work with any InternVL2 folder - the course's tiny model or the official OpenGVLab checkpoints - because
+they use only the model card's API (``model.chat``, ``model.batch_chat``) and transformers' streamer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from threading import Thread
+from typing import Iterator
+
+
+def load_model(model_path: str | Path, device: str | None = None, dtype=None):
+    """Load an InternVL2 folder with its remote code: returns (model, tokenizer), in eval mode.
+
+    Defaults: bf16 on a GPU, float32 on the CPU (bf16 matrix products are slow on most CPUs).
+    """
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = dtype or (torch.bfloat16 if device.startswith("cuda") else torch.float32)
+    model = AutoModel.from_pretrained(model_path, trust_remote_code=True, torch_dtype=dtype, low_cpu_mem_usage=True)
+    tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=True, use_fast=False)
+    return model.to(device).eval(), tokenizer
+
+
+def image_pixel_values(model, image, max_num: int | None = None):
+    """An image (path or PIL) as the model's tiles, on the model's device and dtype."""
+    from .internvl import load_image
+
+    config = model.config
+    tiles = load_image(
+        image,
+        image_size=config.force_image_size or config.vision_config.image_size,
+        max_num=max_num or config.max_dynamic_patch,
+        min_num=config.min_dynamic_patch,
+        use_thumbnail=config.use_thumbnail,
+    )
+    return tiles.to(device=model.device, dtype=model.dtype)
+
+
+def stream_chat(model, tokenizer, pixel_values, question: str, generation_config: dict,
+                history=None) -> Iterator[str]:
+    """Yield the answer piece by piece as the model writes it (the model card's TextIteratorStreamer recipe).
+
+    ``"".join(stream_chat(...)).strip()`` equals ``model.chat(...)`` for the same greedy settings.
+    """
+    from transformers import TextIteratorStreamer
+
+    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
+    errors: list[BaseException] = []
+
+    def generate():
+        try:
+            model.chat(tokenizer, pixel_values, question, dict(generation_config, streamer=streamer), history=history)
+        except BaseException as error:  # surfaced in the caller's thread below
+            errors.append(error)
+            streamer.end()
+
+    worker = Thread(target=generate, daemon=True)
+    worker.start()
+    yield from streamer
+    worker.join()
+    if errors:
+        raise errors[0]
