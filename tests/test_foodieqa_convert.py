@@ -170,3 +170,13 @@ def test_cli_prepare(source, tmp_path, capsys):
     manifest = load_manifest(tmp_path / "out")
     assert (manifest["style"], manifest["test_fraction"], manifest["counts"]["test_dishes"]) == ("original", 0.5, 6)
     assert "144 valid questions (0 skipped)" in capsys.readouterr().out
+
+
+def test_a_validation_report_is_reused_only_for_its_own_folder(source, tmp_path):
+    from course_utils.foodieqa import validate_foodieqa
+
+    report = validate_foodieqa(source)
+    prepared = prepare_foodieqa(source, tmp_path / "out", report=report)
+    assert prepared.report is report
+    with pytest.raises(ValueError, match="validation report is of"):
+        prepare_foodieqa(tmp_path, tmp_path / "other", report=report)

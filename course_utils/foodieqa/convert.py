@@ -146,14 +146,21 @@ class PreparedFoodieQA:
 
 
 def prepare_foodieqa(
-    src: str | Path, out: str | Path | None = None, style: str = "mcq", test_fraction: float = 0.25, seed: int = 0
+    src: str | Path,
+    out: str | Path | None = None,
+    style: str = "mcq",
+    test_fraction: float = 0.25,
+    seed: int = 0,
+    report: ValidationReport | None = None,
 ) -> PreparedFoodieQA:
-    """Validate ``src``, split it by dish, and write train/test/report/manifest into ``out``."""
+    """Validate ``src`` (or reuse its ``report``), split it by dish, and write train/test/report/manifest to ``out``."""
     check_style(style)
     src = Path(src).resolve()
+    if report is not None and report.root != src:
+        raise ValueError(f"the validation report is of {report.root}, not of {src}")
     out = Path(out) if out is not None else prepared_dir()
     out.mkdir(parents=True, exist_ok=True)
-    report = validate_foodieqa(src)
+    report = report or validate_foodieqa(src)
     train_records, test_records = split_by_dish(report.valid_records, test_fraction, seed)
     size = report.image_sizes
     train = [to_xtuner_sample(r, style, size[r["food_meta"]["food_file"]]) for r in train_records]
