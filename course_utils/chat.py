@@ -41,6 +41,14 @@ def image_pixel_values(model, image, max_num: int | None = None):
     return tiles.to(device=model.device, dtype=model.dtype)
 
 
+def chat_prompt(model, question: str, num_patches_list=(), history=None) -> str:
+    """The exact prompt ``model.chat`` builds: the model's template and system message, image placeholders
+    expanded to ``model.num_image_token`` ``<IMG_CONTEXT>`` tokens per tile."""
+    from .internvl import build_prompt
+
+    return build_prompt(model.template, model.system_message, model.num_image_token, question, history, num_patches_list)
+
+
 def stream_chat(model, tokenizer, pixel_values, question: str, generation_config: dict,
                 history=None) -> Iterator[str]:
     """Yield the answer piece by piece as the model writes it (the model card's TextIteratorStreamer recipe).

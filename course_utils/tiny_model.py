@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .paths import tiny_model_dir
+from .paths import env_path, tiny_model_dir
 
 BUILD_INFO_FILE = "course_build.json"
 BUILDER_VERSION = 1  # bump when the folder layout written here changes, so stale default models are rebuilt
@@ -222,6 +222,22 @@ def ensure_tiny_model() -> Path:
     if not is_current_build(model_dir):
         build_model_dir(model_dir)
     return model_dir
+
+
+def resolve_model_path(model_path: str | Path | None = None) -> str:
+    """The model a lesson uses: ``model_path``, else ``$MODEL_PATH``, else the embedded tiny model (built if needed).
+
+    A local folder or a hub id (``OpenGVLab/InternVL2-2B``, downloaded by transformers) are both accepted.
+    """
+    chosen = model_path or env_path("MODEL_PATH")
+    if chosen is None:
+        return str(ensure_tiny_model())
+    if Path(chosen).expanduser().exists():
+        return str(Path(chosen).expanduser().resolve())
+    if str(chosen).count("/") == 1 and not str(chosen).startswith((".", "/", "~")):
+        return str(chosen)  # a hub id
+    raise FileNotFoundError(f"model folder {chosen} does not exist: set MODEL_PATH to an InternVL2 folder or hub id, "
+                            "or leave it unset for the embedded tiny model")
 
 
 def register_cli(subparsers: argparse._SubParsersAction) -> None:

@@ -40,3 +40,12 @@ def test_stream_chat_raises_the_models_error_in_the_callers_thread(model_and_tok
     # an empty history is not "no history": no <image> placeholder is added, so the image has nowhere to go
     with pytest.raises(ValueError, match="IMG_CONTEXT"):
         list(stream_chat(model, tokenizer, tiles, "问题", GREEDY, history=[]))
+
+
+def test_chat_prompt_is_the_prompt_chat_builds(model_and_tokenizer):
+    from course_utils.chat import chat_prompt
+
+    model, _ = model_and_tokenizer
+    prompt = chat_prompt(model, "<image>\n问题", num_patches_list=[2])
+    assert prompt == model.build_prompt("<image>\n问题", num_patches_list=[2])
+    assert prompt.count("<IMG_CONTEXT>") == 2 * model.num_image_token

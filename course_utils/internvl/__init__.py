@@ -12,7 +12,14 @@ from .configuration_internlm2 import InternLM2Config
 from .configuration_internvl_chat import InternVLChatConfig
 from .modeling_intern_vit import InternVisionModel
 from .modeling_internlm2 import InternLM2ForCausalLM
-from .modeling_internvl_chat import IMG_CONTEXT_TOKEN, IMG_END_TOKEN, IMG_START_TOKEN, InternVLChatModel, pixel_shuffle
+from .modeling_internvl_chat import (
+    IMG_CONTEXT_TOKEN,
+    IMG_END_TOKEN,
+    IMG_START_TOKEN,
+    InternVLChatModel,
+    build_prompt,
+    pixel_shuffle,
+)
 from .preprocessing import count_tiles, dynamic_preprocess, load_image
 
 SOURCE_DIR = Path(__file__).resolve().parent
@@ -32,6 +39,7 @@ __all__ = [
     "IMG_START_TOKEN",
     "REMOTE_CODE_FILES",
     "SOURCE_DIR",
+    "build_prompt",
     "InternLM2Config",
     "InternLM2ForCausalLM",
     "InternVLChatConfig",

@@ -39,6 +39,23 @@ def pixel_shuffle(features, scale_factor=0.5, version="v2"):
     return features
 
 
+def build_prompt(template_name, system_message, num_image_token, question, history=None, num_patches_list=()):
+    """The full chat prompt for ``question`` after ``history`` [(q, a), ...], each ``<image>`` expanded to
+    ``<img>`` + ``num_image_token`` ``<IMG_CONTEXT>`` per tile + ``</img>`` (one entry of ``num_patches_list`` each)."""
+    template = get_conv_template(template_name)
+    template.system_message = system_message
+    for old_question, old_answer in history or []:
+        template.append_message(template.roles[0], old_question)
+        template.append_message(template.roles[1], old_answer)
+    template.append_message(template.roles[0], question)
+    template.append_message(template.roles[1], None)
+    prompt = template.get_prompt()
+    for num_patches in num_patches_list:
+        placeholder = IMG_START_TOKEN + IMG_CONTEXT_TOKEN * num_image_token * num_patches + IMG_END_TOKEN
+        prompt = prompt.replace("<image>", placeholder, 1)
+    return prompt
+
+
 class InternVLChatModel(PreTrainedModel):
     config_class = InternVLChatConfig
     main_input_name = "pixel_values"
@@ -143,23 +160,9 @@ class InternVLChatModel(PreTrainedModel):
         )
         return result if return_dict is not False else result.to_tuple()
 
-    def image_placeholder(self, num_patches):
-        """``<img>`` + one ``<IMG_CONTEXT>`` per image token of ``num_patches`` tiles + ``</img>``."""
-        return IMG_START_TOKEN + IMG_CONTEXT_TOKEN * self.num_image_token * num_patches + IMG_END_TOKEN
-
     def build_prompt(self, question, history=None, num_patches_list=()):
-        """The full prompt for ``question`` after ``history`` [(q, a), ...], with image placeholders expanded."""
-        template = get_conv_template(self.template)
-        template.system_message = self.system_message
-        for old_question, old_answer in history or []:
-            template.append_message(template.roles[0], old_question)
-            template.append_message(template.roles[1], old_answer)
-        template.append_message(template.roles[0], question)
-        template.append_message(template.roles[1], None)
-        prompt = template.get_prompt()
-        for num_patches in num_patches_list:
-            prompt = prompt.replace("<image>", self.image_placeholder(num_patches), 1)
-        return prompt
+        """This model's prompt for ``question`` (see the module-level ``build_prompt``)."""
+        return build_prompt(self.template, self.system_message, self.num_image_token, question, history, num_patches_list)
 
     def _answer_end(self, tokenizer):
         """The token that ends an assistant turn in this template (``<|im_end|>``)."""
