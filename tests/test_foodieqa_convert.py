@@ -25,7 +25,8 @@ def source(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module", params=["mcq", "original"])
 def prepared(request, source, tmp_path_factory):
-    return prepare_foodieqa(source, tmp_path_factory.mktemp(request.param), style=request.param, test_fraction=0.25, seed=5)
+    out = tmp_path_factory.mktemp(request.param)
+    return prepare_foodieqa(source, out, style=request.param, test_fraction=0.25, seed=5)
 
 
 def test_no_dish_and_no_image_is_in_both_splits(prepared, source):

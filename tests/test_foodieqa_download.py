@@ -81,10 +81,13 @@ def raiser(error: Exception):
 @pytest.mark.parametrize(
     "error, token, phrase",
     [
-        (GatedRepoError("401 Client Error. Access to dataset lyan62/FoodieQA is restricted."), False, "no Hugging Face token was found"),
-        (GatedRepoError("403 Client Error. Access to dataset lyan62/FoodieQA is restricted."), True, "has no access to lyan62/FoodieQA yet"),
+        (GatedRepoError("401 Client Error. Access to dataset lyan62/FoodieQA is restricted."), False,
+         "no Hugging Face token was found"),
+        (GatedRepoError("403 Client Error. Access to dataset lyan62/FoodieQA is restricted."), True,
+         "has no access to lyan62/FoodieQA yet"),
         (RepositoryNotFoundError("401 Client Error. Invalid credentials"), True, "refused the token"),
-        (LocalEntryNotFoundError("cannot find the requested files in the local cache"), True, "could not be reached (offline?)"),
+        (LocalEntryNotFoundError("cannot find the requested files in the local cache"), True,
+         "could not be reached (offline?)"),
         (EntryNotFoundError("404 Client Error. Entry not found"), True, "has no file FoodieQA.zip"),
         (ConnectionError("Max retries exceeded"), False, "could not be reached (offline?)"),
     ],

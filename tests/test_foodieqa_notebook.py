@@ -24,7 +24,8 @@ def test_recorded_figures_are_consistent(executed_notebook):
     assert figures["valid_questions"] + figures["skipped_records"] == figures["questions_total"]
     assert figures["train_samples"] + figures["test_samples"] == figures["valid_questions"] > 0
     assert figures["dishes_in_both_splits"] == []
-    assert figures["train_dishes"] > 0 and figures["test_dishes"] == round(0.25 * (figures["train_dishes"] + figures["test_dishes"]))
+    dishes = figures["train_dishes"] + figures["test_dishes"]
+    assert figures["train_dishes"] > 0 and figures["test_dishes"] == round(0.25 * dishes)
     assert sum(figures["questions_per_type"].values()) == figures["valid_questions"]
     assert sum(figures["questions_per_cuisine"].values()) == figures["valid_questions"]
     assert sum(figures["answer_positions"].values()) == figures["valid_questions"]

@@ -11,7 +11,9 @@ import pytest
 from matplotlib.figure import Figure
 
 from course_utils import fonts
-from course_utils.foodieqa import foodieqa_statistics, load_sivqa, make_synthetic_foodieqa, plot_sample_grid, plot_statistics
+from course_utils.foodieqa import (
+    foodieqa_statistics, load_sivqa, make_synthetic_foodieqa, plot_sample_grid, plot_statistics,
+)
 
 
 @pytest.fixture(scope="module")

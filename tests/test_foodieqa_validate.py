@@ -112,7 +112,8 @@ def test_conversion_skips_bad_records_and_writes_the_report(malformed_folder, re
 
 @pytest.mark.parametrize(
     "content, phrase",
-    [("[{\"question\": ", "not valid UTF-8 JSON"), ('{"vqa-0": {}}', "must hold a JSON list"), (None, "does not exist")],
+    [('[{"question": ', "not valid UTF-8 JSON"), ('{"vqa-0": {}}', "must hold a JSON list"),
+     (None, "does not exist")],
 )
 def test_unreadable_question_files_fail_with_the_fix(tmp_path, content, phrase):
     if content is not None:

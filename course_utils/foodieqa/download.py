@@ -55,13 +55,13 @@ def explain_download_error(error: Exception, token_found: bool) -> str:
     if isinstance(error, (LocalEntryNotFoundError, OfflineModeIsEnabled, ConnectionError, TimeoutError)):
         reason = "huggingface.co could not be reached (offline?) and no downloaded copy is in the cache."
     elif not token_found and isinstance(error, RepositoryNotFoundError):  # also GatedRepoError
-        reason = "no Hugging Face token was found, and the dataset is only served to signed-in users who accepted its terms."
+        reason = "no Hugging Face token was found; the dataset is only served to users who accepted its terms."
     elif isinstance(error, GatedRepoError):
-        reason = f"your token has no access to {FOODIEQA_REPO_ID} yet: request it on the dataset page (approval can take a while)."
+        reason = f"your token has no access to {FOODIEQA_REPO_ID} yet: request it on the dataset page."
     elif isinstance(error, RepositoryNotFoundError):
-        reason = "the hub refused the token or does not know the repository: check that the token is valid and not expired."
+        reason = "the hub refused the token or does not know the repository: is the token valid and unexpired?"
     elif isinstance(error, EntryNotFoundError):
-        reason = f"the dataset has no file {FOODIEQA_ZIP} (its layout may have changed): check the file list on {DATASET_PAGE}."
+        reason = f"the dataset has no file {FOODIEQA_ZIP} (its layout may have changed); see {DATASET_PAGE}."
     else:
         reason = f"the download failed ({type(error).__name__}); run it again, it resumes where it stopped."
     return f"Could not download FoodieQA: {reason}\n{HOW_TO_GET_ACCESS}"

@@ -49,7 +49,8 @@ def build_target(record: dict, style: str) -> str:
 
 def choice_named_first(reply: str, choices: list[str]) -> int | None:
     """Index of the choice whose text appears earliest in ``reply`` (the longest one on a tie); None if none does."""
-    found = [(reply.find(c.strip()), -len(c.strip()), i) for i, c in enumerate(choices) if c.strip() and c.strip() in reply]
+    texts = [c.strip() for c in choices]
+    found = [(reply.find(text), -len(text), i) for i, text in enumerate(texts) if text and text in reply]
     return min(found)[2] if found else None
 
 

@@ -74,7 +74,8 @@ def pick_samples(records: list[dict], count: int, seed: int) -> list[dict]:
 def describe_question(record: dict, width: int = 18) -> str:
     """The question, wrapped, and its options; the right one is marked with a tick."""
     right = answer_index(record)
-    options = [f"{OPTION_LETTERS[i]}. {c}{' ' + RIGHT_ANSWER_MARK if i == right else ''}" for i, c in enumerate(record["choices"])]
+    options = [f"{letter}. {choice}" + (f" {RIGHT_ANSWER_MARK}" if i == right else "")
+               for i, (letter, choice) in enumerate(zip(OPTION_LETTERS, record["choices"]))]
     return "\n".join([textwrap.fill(record["question"], width), *options])
 
 

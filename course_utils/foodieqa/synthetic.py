@@ -81,7 +81,8 @@ METHODS = (
 
 # (question_type, Chinese question, English question); the answer of each follows from one visible rule.
 QUESTIONS = (
-    ("cuisine_type", "图片中的食物通常属于哪个菜系？", "Which cuisine does the food in the image usually belong to?"),
+    ("cuisine_type", "图片中的食物通常属于哪个菜系？",
+     "Which cuisine does the food in the image usually belong to?"),
     ("main-ingredient", "图片中的食物的主要食材是什么？", "What is the main ingredient of the food in the image?"),
     ("region", "图片中的食物最可能来自哪个地区？", "Which region does the food in the image most likely come from?"),
     ("cooking-skills", "图片中的食物是用什么方法烹饪的？", "How was the food in the image cooked?"),
@@ -91,6 +92,7 @@ IMAGE_SIZES = ((448, 448), (448, 336), (336, 448), (448, 224), (320, 320), (256,
 BACKGROUNDS: tuple[RGB, ...] = ((95, 75, 110), (120, 120, 125), (215, 200, 170), (55, 85, 65), (70, 90, 130))
 LOCATIONS = ("餐馆", "家里", "食堂")
 PLATE_WHITE: RGB = (246, 244, 238)
+DRY_FLAKES: tuple[RGB, RGB] = ((50, 30, 20), (235, 215, 160))  # dark spice and sesame, for dishes without sauce
 
 
 @dataclass(frozen=True)
@@ -144,10 +146,20 @@ def _ring_point(cx: float, cy: float, radius: float, angle: float) -> tuple[floa
     return cx + radius * math.cos(angle), cy + radius * math.sin(angle)
 
 
+def _rectangle(half_width: float, half_height: float) -> list[tuple[float, float]]:
+    w, h = half_width, half_height
+    return [(-w, -h), (w, -h), (w, h), (-w, h)]
+
+
+def _oval(rx: float, ry: float, points: int = 14, dx: float = 0, dy: float = 0) -> list[tuple[float, float]]:
+    angles = np.linspace(0, 2 * math.pi, points, endpoint=False)
+    return [(dx + rx * math.cos(t), dy + ry * math.sin(t)) for t in angles]
+
+
 def draw_plate(draw: ImageDraw.ImageDraw, cx: float, cy: float, r: float, cuisine: Cuisine, rng: random.Random):
     """A white plate whose rim colour and pattern tell the cuisine."""
-    colour, start = cuisine.rim_colour, rng.uniform(0, 2 * math.pi)
-    draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=PLATE_WHITE, outline=colour, width=max(2, round(r * 0.03)))
+    colour, start, line_width = cuisine.rim_colour, rng.uniform(0, 2 * math.pi), max(2, round(r * 0.03))
+    draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=PLATE_WHITE, outline=colour, width=line_width)
     draw.ellipse((cx - 0.78 * r, cy - 0.78 * r, cx + 0.78 * r, cy + 0.78 * r), outline=(225, 222, 215), width=2)
     band = 0.89 * r  # middle of the rim band
     if cuisine.rim_pattern == "dots":
@@ -156,24 +168,23 @@ def draw_plate(draw: ImageDraw.ImageDraw, cx: float, cy: float, r: float, cuisin
             draw.ellipse((x - 0.05 * r, y - 0.05 * r, x + 0.05 * r, y + 0.05 * r), fill=colour)
     elif cuisine.rim_pattern == "rings":
         for radius in (0.83 * r, 0.95 * r):
-            draw.ellipse((cx - radius, cy - radius, cx + radius, cy + radius), outline=colour, width=max(2, round(r * 0.03)))
+            draw.ellipse((cx - radius, cy - radius, cx + radius, cy + radius), outline=colour, width=line_width)
     elif cuisine.rim_pattern == "ticks":
         for k in range(28):
             angle = start + k * 2 * math.pi / 28
-            draw.line([_ring_point(cx, cy, 0.81 * r, angle), _ring_point(cx, cy, 0.97 * r, angle)], fill=colour,
-                      width=max(2, round(r * 0.025)))
+            tick = [_ring_point(cx, cy, 0.81 * r, angle), _ring_point(cx, cy, 0.97 * r, angle)]
+            draw.line(tick, fill=colour, width=line_width)
     elif cuisine.rim_pattern == "squares":
         for k in range(0, 16, 2):
             angle = start + k * 2 * math.pi / 16
-            square = [(-0.06 * r, -0.06 * r), (0.06 * r, -0.06 * r), (0.06 * r, 0.06 * r), (-0.06 * r, 0.06 * r)]
-            draw.polygon(_rotate(square, angle, *_ring_point(cx, cy, band, angle)), fill=colour)
+            draw.polygon(_rotate(_rectangle(0.06 * r, 0.06 * r), angle, *_ring_point(cx, cy, band, angle)), fill=colour)
     elif cuisine.rim_pattern == "zigzag":
         points = [_ring_point(cx, cy, (0.82 if k % 2 else 0.96) * r, start + k * 2 * math.pi / 36) for k in range(37)]
-        draw.line(points, fill=colour, width=max(2, round(r * 0.025)))
+        draw.line(points, fill=colour, width=line_width)
     elif cuisine.rim_pattern == "waves":
         points = [_ring_point(cx, cy, band + 0.06 * r * math.sin(8 * t), start + t)
                   for t in np.linspace(0, 2 * math.pi, 160)]
-        draw.line(points, fill=colour, width=max(2, round(r * 0.03)))
+        draw.line(points, fill=colour, width=line_width)
     else:
         raise ValueError(f"unknown rim pattern {cuisine.rim_pattern!r}")
 
@@ -184,7 +195,8 @@ def draw_sauce(draw: ImageDraw.ImageDraw, cx: float, cy: float, r: float, method
         for _ in range(40):
             x, y = _ring_point(cx, cy, rng.uniform(0, 0.68) * r, rng.uniform(0, 2 * math.pi))
             size = rng.uniform(0.015, 0.03) * r
-            draw.ellipse((x - size, y - size, x + size, y + size), fill=(50, 30, 20) if rng.random() < 0.7 else (235, 215, 160))
+            flake = DRY_FLAKES[0] if rng.random() < 0.7 else DRY_FLAKES[1]
+            draw.ellipse((x - size, y - size, x + size, y + size), fill=flake)
         return
     outline = [_ring_point(cx, cy, r * 0.66 * rng.uniform(0.85, 1.0), k * 2 * math.pi / 14) for k in range(14)]
     draw.polygon(outline, fill=method.sauce_colour)
@@ -193,20 +205,21 @@ def draw_sauce(draw: ImageDraw.ImageDraw, cx: float, cy: float, r: float, method
 def piece_outline(shape: str, size: float) -> list[list[tuple[float, float]]]:
     """Polygons (around the origin, unrotated) of one food piece; a piece may be several polygons."""
     if shape == "slices":
-        return [[(-1.1 * size, -0.4 * size), (1.1 * size, -0.4 * size), (1.1 * size, 0.4 * size), (-1.1 * size, 0.4 * size)]]
+        return [_rectangle(1.1 * size, 0.4 * size)]
     if shape == "cubes":
-        return [[(-0.6 * size, -0.6 * size), (0.6 * size, -0.6 * size), (0.6 * size, 0.6 * size), (-0.6 * size, 0.6 * size)]]
+        return [_rectangle(0.6 * size, 0.6 * size)]
     if shape == "curls":  # a thick C, like a cooked shrimp
-        outer = [(size * math.cos(t), size * math.sin(t)) for t in np.linspace(0.2 * math.pi, 1.8 * math.pi, 14)]
-        inner = [(0.5 * size * math.cos(t), 0.5 * size * math.sin(t)) for t in np.linspace(1.8 * math.pi, 0.2 * math.pi, 14)]
+        arc = np.linspace(0.2 * math.pi, 1.8 * math.pi, 14)
+        outer = [(size * math.cos(t), size * math.sin(t)) for t in arc]
+        inner = [(0.5 * size * math.cos(t), 0.5 * size * math.sin(t)) for t in arc[::-1]]
         return [outer + inner]
     if shape == "florets":  # three round heads over a stem
-        stem = [(-0.15 * size, 0.1 * size), (0.15 * size, 0.1 * size), (0.15 * size, 0.9 * size), (-0.15 * size, 0.9 * size)]
-        heads = [[(dx * size + 0.42 * size * math.cos(t), dy * size + 0.42 * size * math.sin(t))
-                  for t in np.linspace(0, 2 * math.pi, 12, endpoint=False)] for dx, dy in ((-0.35, -0.1), (0.35, -0.1), (0, -0.45))]
+        stem = [(x, y + 0.5 * size) for x, y in _rectangle(0.15 * size, 0.4 * size)]
+        centres = ((-0.35, -0.1), (0.35, -0.1), (0, -0.45))
+        heads = [_oval(0.42 * size, 0.42 * size, 12, dx * size, dy * size) for dx, dy in centres]
         return [stem, *heads]
     if shape == "fish":  # an oval body and a tail
-        body = [(1.1 * size * math.cos(t), 0.45 * size * math.sin(t)) for t in np.linspace(0, 2 * math.pi, 18, endpoint=False)]
+        body = _oval(1.1 * size, 0.45 * size, 18)
         tail = [(0.9 * size, 0), (1.5 * size, -0.45 * size), (1.5 * size, 0.45 * size)]
         return [body, tail]
     raise ValueError(f"unknown piece shape {shape!r}")
@@ -228,9 +241,10 @@ def draw_dish_image(dish: Dish, rng: random.Random) -> Image.Image:
     width, height = rng.choice(IMAGE_SIZES)
     image = Image.new("RGB", (width, height), rng.choice(BACKGROUNDS))
     draw = ImageDraw.Draw(image)
+    table = image.getpixel((0, 0))
     for _ in range(rng.randint(0, 6)):  # table grain: lines that carry no answer
         y = rng.uniform(0, height)
-        draw.line([(0, y), (width, y + rng.uniform(-20, 20))], fill=_shade(image.getpixel((0, 0)), rng.uniform(0.8, 1.15)), width=2)
+        draw.line([(0, y), (width, y + rng.uniform(-20, 20))], fill=_shade(table, rng.uniform(0.8, 1.15)), width=2)
     r = min(width, height) * rng.uniform(0.38, 0.47)
     cx = width / 2 + rng.uniform(-1, 1) * (width / 2 - r)
     cy = height / 2 + rng.uniform(-1, 1) * (height / 2 - r)
@@ -296,7 +310,7 @@ def describe_rules() -> str:
     lines += ["", "| main ingredient | pieces |", "| --- | --- |"]
     lines += [f"| {i.name} ({i.name_en}) | {i.shape}, RGB{i.colour} |" for i in INGREDIENTS]
     lines += ["", "| cooking method | sauce |", "| --- | --- |"]
-    lines += [f"| {m.name} ({m.name_en}) | {'dry, dark and sesame flakes' if m.sauce_colour is None else f'RGB{m.sauce_colour}'} |"
+    lines += [f"| {m.name} ({m.name_en}) | {f'RGB{m.sauce_colour}' if m.sauce_colour else 'no sauce; flakes'} |"
               for m in METHODS]
     return "\n".join(lines) + "\n"
 

@@ -63,7 +63,8 @@ class ValidationReport:
 
     def summary(self) -> str:
         """A readable report: totals, counts per problem, then every bad record with its reasons."""
-        lines = [f"{self.root / SIVQA_FILE}: {self.total} records, {len(self.valid_records)} valid, {self.skipped} skipped"]
+        lines = [f"{self.root / SIVQA_FILE}: {self.total} records, {len(self.valid_records)} valid, "
+                 f"{self.skipped} skipped"]
         lines += [f"  {kind}: {count}" for kind, count in self.problem_counts().items()]
         lines += [f"  - {bad.describe()}" for bad in self.bad_records]
         return "\n".join(lines)
@@ -145,29 +146,29 @@ def validate_foodieqa(root: str | Path) -> ValidationReport:
 
     root = Path(root)
     records = load_sivqa(root)
-    image_checks: dict[str, tuple[tuple[int, int] | None, Problem | None]] = {}
+    image_checks: dict[str, tuple[tuple[int, int] | None, Problem | None]] = {}  # each image is decoded once
     first_index_of_id: dict[str, int] = {}
     valid, bad = [], []
     for index, record in enumerate(tqdm(records, desc="validating FoodieQA", unit="record")):
         if not isinstance(record, dict):
-            bad.append(BadRecord(index, None, [Problem(MISSING_FIELD, f"record is a {type(record).__name__}, not an object")]))
+            kind = type(record).__name__
+            bad.append(BadRecord(index, None, [Problem(MISSING_FIELD, f"record is a {kind}, not an object")]))
             continue
-        question_id = record.get("question_id")
         problems = field_problems(record)
-        if isinstance(question_id, str) and question_id in first_index_of_id:
-            problems.append(Problem(DUPLICATE_ID, f"duplicate question_id {question_id!r} (first at record {first_index_of_id[question_id]})"))
-        elif isinstance(question_id, str):
+        question_id = record.get("question_id") if isinstance(record.get("question_id"), str) else None
+        if question_id in first_index_of_id:
+            first = first_index_of_id[question_id]
+            problems.append(Problem(DUPLICATE_ID, f"duplicate question_id {question_id!r} (first at record {first})"))
+        elif question_id is not None:
             first_index_of_id[question_id] = index
         meta = record.get("food_meta")
         food_file = meta.get("food_file") if isinstance(meta, dict) else None
         if isinstance(food_file, str) and food_file.strip():
             if food_file not in image_checks:
                 image_checks[food_file] = check_image(root, food_file)
-            image_problem = image_checks[food_file][1]
-            if image_problem:
-                problems.append(image_problem)
+            problems += [image_checks[food_file][1]] if image_checks[food_file][1] else []
         if problems:
-            bad.append(BadRecord(index, question_id if isinstance(question_id, str) else None, problems))
+            bad.append(BadRecord(index, question_id, problems))
         else:
             valid.append(record)
     sizes = {name: size for name, (size, _) in image_checks.items() if size is not None}
