@@ -54,6 +54,8 @@ CASES = [
     (record("vqa-11", "images/c.jpg", 6, answer=None), "missing field", "missing field answer"),
     ({**record("vqa-12", "images/c.jpg", 6), "food_meta": {"id": 6, "food_name": "菜6", "food_type": "粤菜"}},
      "missing field", "missing field food_meta.food_file"),
+    ({**record("vqa-12b", "images/c.jpg", 6), "food_meta": {**record("x", "images/c.jpg", 6)["food_meta"], "id": [6]}},
+     "missing field", "missing field food_meta.id (a list)"),
     (record("vqa-13", "../outside.jpg", 7), "missing image", "leaves the data folder"),
     ("a string, not a record", "missing field", "record is a str"),
     (record("vqa-15", "images/c.jpg", 6), None, None),
@@ -95,7 +97,7 @@ def test_valid_records_are_kept_and_nothing_vanishes(report):
     assert [r["question_id"] for r in report.valid_records] == [CASES[i][0]["question_id"] for i in good]
     assert report.total == len(CASES)
     assert len(report.valid_records) + report.skipped == report.total
-    assert report.problem_counts() == {"missing field": 4, "wrong choice count": 2, "answer not in 0..3": 2,
+    assert report.problem_counts() == {"missing field": 5, "wrong choice count": 2, "answer not in 0..3": 2,
                                        "duplicate question_id": 1, "missing image": 2, "unreadable image": 2}
     assert report.image_sizes["images/a.jpg"] == (64, 48)
 

@@ -105,6 +105,9 @@ def field_problems(record: dict) -> list[Problem]:
     meta = record.get("food_meta")
     if isinstance(meta, dict):
         missing += [f"food_meta.{name}" for name in REQUIRED_FOOD_META if _missing(meta.get(name))]
+        # ids, names and paths become dictionary keys and file paths: a list or an object there is as good as missing
+        missing += [f"food_meta.{name} (a {type(meta[name]).__name__})" for name in REQUIRED_FOOD_META
+                    if not _missing(meta.get(name)) and not isinstance(meta[name], (str, int))]
     elif meta is not None:
         missing.append("food_meta (not an object)")
     problems = [Problem(MISSING_FIELD, f"missing field {name}") for name in missing]
