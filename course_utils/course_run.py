@@ -23,6 +23,7 @@ from .records import read_records
 
 SMOKE_PARAMETER = "smoke"
 
+
 def notebook_dir() -> Path:
     """The folder of the numbered lesson notebooks."""
     return project_root() / "notebooks"
@@ -142,13 +143,14 @@ def describe_error(error: BaseException) -> str:
 
 def run_lesson(notebook: Path, output_dir: Path, smoke: bool = True) -> LessonRun:
     """Execute one lesson, catching its failure so that the others still run; figures recorded before a failure count."""
+    executed = output_dir / notebook.name
+    executed.unlink(missing_ok=True)  # figures of an earlier run must not pass for this run's
     start = time.perf_counter()
     error = None
     try:
         execute_notebook(notebook, output_dir, smoke=smoke)
     except Exception as exc:  # a failing lesson is reported in the summary, then fails the whole run
         error = describe_error(exc)
-    executed = output_dir / notebook.name
     figures = recorded_figures(executed) if executed.exists() else {}
     return LessonRun(notebook.stem, time.perf_counter() - start, figures, error)
 

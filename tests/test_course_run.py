@@ -20,6 +20,7 @@ from course_utils.course_run import (
     run_course,
 )
 from course_utils.paths import project_root
+from course_utils.records import RECORD_MIME
 
 
 def write_lesson(folder, name, parameters_source, *sources):
@@ -112,3 +113,18 @@ def test_run_course_runs_every_lesson_then_fails_on_the_failing_one(tmp_path, mo
     assert "1 of 2 lessons ran" in captured.out
     assert "1 lesson(s) failed: 01_broken" in captured.err
     assert sorted(path.name for path in out.iterdir()) == ["00_fine.ipynb", "01_broken.ipynb"]
+
+
+def test_a_lesson_that_fails_before_running_shows_no_stale_figures(tmp_path, monkeypatch):
+    lesson = write_lesson(tmp_path, "05_evaluate", "smoke = False")
+    out = tmp_path / "executed"
+    out.mkdir()
+    record = nbformat.v4.new_output("display_data", data={RECORD_MIME: {"name": "accuracy", "value": 1.0}})
+    nbformat.write(new_notebook(cells=[new_code_cell("", outputs=[record])]), out / lesson.name)
+
+    def no_kernel(*args, **kwargs):
+        raise RuntimeError("No such kernel named python3")
+
+    monkeypatch.setattr(course_run, "execute_notebook", no_kernel)
+    run = course_run.run_lesson(lesson, out)
+    assert (run.ok, run.figures, run.error) == (False, {}, "RuntimeError: No such kernel named python3")
