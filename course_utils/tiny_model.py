@@ -184,6 +184,7 @@ def copy_remote_code(model_dir: Path) -> None:
 def build_model_dir(out: str | Path, preset: str = "tiny", seed: int = 0, device: str = "cpu") -> Path:
     """Write a complete InternVL2 model folder for ``preset`` to ``out`` (replaced atomically) and return it."""
     import torch
+    from safetensors.torch import save_file
 
     out = Path(out).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -192,7 +193,10 @@ def build_model_dir(out: str | Path, preset: str = "tiny", seed: int = 0, device
     model = build_model(config, seed=seed, device=device).to(torch.bfloat16)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
-        model.save_pretrained(staging, safe_serialization=True)
+        # written directly: save_pretrained would import DeepSpeed (through accelerate) only to unwrap nothing
+        config.save_pretrained(staging)
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, staging / "model.safetensors",
+                  metadata={"format": "pt"})
         tokenizer.save_pretrained(staging)
         generation = {"bos_token_id": 1, "eos_token_id": [2, tokenizer.convert_tokens_to_ids("<|im_end|>")], "pad_token_id": 2}
         (staging / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
