@@ -183,3 +183,14 @@ def test_model_class_is_loaded_from_the_model_folder_remote_code(tiny_model_and_
     assert type(model).__name__ == "InternVLChatModel"
     assert type(model) is not InternVLChatModel  # transformers' copy of the folder's modeling file
     assert math.isclose(model.downsample_ratio, 0.5)
+
+
+def test_model_card_loading_call_works_and_use_flash_attn_false_means_eager(tiny_model_path):
+    from transformers import AutoModel
+
+    # the call from the InternVL2 model card
+    model = AutoModel.from_pretrained(tiny_model_path, torch_dtype=torch.bfloat16, low_cpu_mem_usage=True,
+                                      use_flash_attn=True, trust_remote_code=True).eval()
+    assert model.language_model.model.layers[0].attention.backend == "sdpa"
+    eager = AutoModel.from_pretrained(tiny_model_path, use_flash_attn=False, trust_remote_code=True)
+    assert eager.language_model.model.layers[0].attention.backend == "eager"

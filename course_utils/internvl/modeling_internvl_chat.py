@@ -66,6 +66,8 @@ class InternVLChatModel(PreTrainedModel):
 
     def __init__(self, config: InternVLChatConfig, vision_model=None, language_model=None, use_flash_attn=True):
         super().__init__(config)
+        if not use_flash_attn:  # the model card's switch: explicit attention weights instead of fused kernels
+            config.llm_config.attn_implementation = "eager"
         self.template = config.template
         self.num_image_token = config.num_image_token
         self.downsample_ratio = config.downsample_ratio
