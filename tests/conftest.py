@@ -8,6 +8,13 @@ from pathlib import Path
 import pytest
 
 
+def pytest_collection_modifyitems(items):
+    """Every test that executes a lesson is a ``notebook`` test (``-m "not notebook"`` skips the slow ones)."""
+    for item in items:
+        if "executed_notebook" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.notebook)
+
+
 @pytest.fixture(scope="session")
 def session_run_dir(tmp_path_factory) -> Path:
     """A RUN_DIR for the whole test session, so the embedded model and data are built once."""
