@@ -194,3 +194,18 @@ def test_model_card_loading_call_works_and_use_flash_attn_false_means_eager(tiny
     assert model.language_model.model.layers[0].attention.backend == "sdpa"
     eager = AutoModel.from_pretrained(tiny_model_path, use_flash_attn=False, trust_remote_code=True)
     assert eager.language_model.model.layers[0].attention.backend == "eager"
+
+
+def test_vision_model_supports_the_6b_style_rms_norm_and_qk_normalisation():
+    from course_utils.internvl import InternVisionConfig, InternVisionModel
+
+    config = InternVisionConfig(image_size=56, patch_size=14, hidden_size=32, num_attention_heads=4,
+                                intermediate_size=64, num_hidden_layers=1, qkv_bias=False,
+                                qk_normalization=True, norm_type="rms_norm")
+    model = InternVisionModel(config).eval()
+    keys = set(model.state_dict())
+    assert {"encoder.layers.0.attn.q_norm.weight", "encoder.layers.0.attn.k_norm.weight"} <= keys
+    assert "encoder.layers.0.norm1.bias" not in keys and "encoder.layers.0.attn.qkv.bias" not in keys
+    output = model(torch.randn(2, 3, 56, 56))
+    assert output.last_hidden_state.shape == (2, 1 + 16, 32)
+    assert torch.equal(output.pooler_output, output.last_hidden_state[:, 0])

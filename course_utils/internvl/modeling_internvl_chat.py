@@ -166,9 +166,25 @@ class InternVLChatModel(PreTrainedModel):
         """This model's prompt for ``question`` (see the module-level ``build_prompt``)."""
         return build_prompt(self.template, self.system_message, self.num_image_token, question, history, num_patches_list)
 
-    def _answer_end(self, tokenizer):
-        """The token that ends an assistant turn in this template (``<|im_end|>``)."""
-        return tokenizer.convert_tokens_to_ids(get_conv_template(self.template).sep.strip())
+    def _answers(self, tokenizer, pixel_values, prompts, generation_config):
+        """Generate and decode one answer per prompt, each cut at the template's end token (``<|im_end|>``)."""
+        end_token = get_conv_template(self.template).sep.strip()
+        padding_side = tokenizer.padding_side
+        tokenizer.padding_side = "left"  # generation continues every row from its last column
+        try:
+            inputs = tokenizer(prompts, return_tensors="pt", padding=True)
+        finally:
+            tokenizer.padding_side = padding_side
+        device = self.language_model.device
+        generation_config = dict(generation_config)
+        generation_config.setdefault("eos_token_id", tokenizer.convert_tokens_to_ids(end_token))
+        output_ids = self.generate(
+            pixel_values=pixel_values,
+            input_ids=inputs["input_ids"].to(device),
+            attention_mask=inputs["attention_mask"].to(device),
+            **generation_config,
+        )
+        return [answer.split(end_token)[0].strip() for answer in tokenizer.batch_decode(output_ids, skip_special_tokens=True)]
 
     def chat(
         self,
@@ -179,8 +195,6 @@ class InternVLChatModel(PreTrainedModel):
         history=None,
         return_history=False,
         num_patches_list=None,
-        IMG_START_TOKEN=IMG_START_TOKEN,
-        IMG_END_TOKEN=IMG_END_TOKEN,
         IMG_CONTEXT_TOKEN=IMG_CONTEXT_TOKEN,
         verbose=False,
     ):
@@ -195,18 +209,7 @@ class InternVLChatModel(PreTrainedModel):
         prompt = self.build_prompt(question, history, num_patches_list)
         if verbose:
             print(prompt.replace(IMG_CONTEXT_TOKEN * self.num_image_token, "<IMG_CONTEXT>*tile"))
-        inputs = tokenizer(prompt, return_tensors="pt")
-        device = self.language_model.device
-        generation_config = dict(generation_config)
-        generation_config.setdefault("eos_token_id", self._answer_end(tokenizer))
-        output_ids = self.generate(
-            pixel_values=pixel_values,
-            input_ids=inputs["input_ids"].to(device),
-            attention_mask=inputs["attention_mask"].to(device),
-            **generation_config,
-        )
-        answer = tokenizer.batch_decode(output_ids, skip_special_tokens=True)[0]
-        answer = answer.split(get_conv_template(self.template).sep.strip())[0].strip()
+        answer = self._answers(tokenizer, pixel_values, [prompt], generation_config)[0]
         history = list(history or []) + [(question, answer)]
         return (answer, history) if return_history else answer
 
@@ -219,11 +222,7 @@ class InternVLChatModel(PreTrainedModel):
         num_patches_list=None,
         history=None,
         return_history=False,
-        IMG_START_TOKEN=IMG_START_TOKEN,
-        IMG_END_TOKEN=IMG_END_TOKEN,
         IMG_CONTEXT_TOKEN=IMG_CONTEXT_TOKEN,
-        verbose=False,
-        image_counts=None,
     ):
         """Answer several questions at once, one image each (``num_patches_list[i]`` tiles), left-padded."""
         if history is not None or return_history:
@@ -236,23 +235,7 @@ class InternVLChatModel(PreTrainedModel):
             if pixel_values is not None and "<image>" not in question:
                 question = "<image>\n" + question
             prompts.append(self.build_prompt(question, None, [num_patches] if pixel_values is not None else []))
-        padding_side = tokenizer.padding_side
-        tokenizer.padding_side = "left"  # generation continues every row from its last column
-        try:
-            inputs = tokenizer(prompts, return_tensors="pt", padding=True)
-        finally:
-            tokenizer.padding_side = padding_side
-        device = self.language_model.device
-        generation_config = dict(generation_config)
-        generation_config.setdefault("eos_token_id", self._answer_end(tokenizer))
-        output_ids = self.generate(
-            pixel_values=pixel_values,
-            input_ids=inputs["input_ids"].to(device),
-            attention_mask=inputs["attention_mask"].to(device),
-            **generation_config,
-        )
-        answers = tokenizer.batch_decode(output_ids, skip_special_tokens=True)
-        return [a.split(get_conv_template(self.template).sep.strip())[0].strip() for a in answers]
+        return self._answers(tokenizer, pixel_values, prompts, generation_config)
 
     @torch.no_grad()
     def generate(self, pixel_values=None, input_ids=None, attention_mask=None, **generate_kwargs):
