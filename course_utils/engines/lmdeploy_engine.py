@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from .interface import (Answer, GenerationSettings, free_memory, open_image, place_image,
+from .interface import (Answer, GenerationSettings, cuda_available, free_memory, open_image, place_image,
                         split_image_placeholder)
 
 ENGINES = ("lmdeploy", "turbomind")  # "lmdeploy" is LMDeploy's PyTorch engine
@@ -106,13 +106,11 @@ class LMDeployEngine:
                  max_dynamic_patch: int | None = None, session_len: int | None = None,
                  cache_max_entry_count: float | None = None, max_batch_size: int | None = None, tp: int = 1,
                  vision_batch_size: int | None = None):
-        from lmdeploy import VisionConfig, pipeline
-
-        from .interface import cuda_available
-
         if not cuda_available():
             raise RuntimeError("LMDeploy needs a CUDA GPU and torch sees none: use backend='transformers' "
                                "(or 'auto', which picks it here)")
+        from lmdeploy import VisionConfig, pipeline
+
         self.model_path = Path(model_path)
         check_chat_template(self.model_path)
         self.backend = engine

@@ -21,7 +21,8 @@ LMDEPLOY_ONLY = ("cache_max_entry_count",)
 
 
 class TokenCounter(BaseStreamer):
-    """Counts each row's generated tokens up to and including its end token, as generate() hands them out."""
+    """Counts each row's generated tokens before its end token, as generate() hands them out (LMDeploy does not
+    count the end token either)."""
 
     def __init__(self, rows: int, end_token_id: int):
         self.counts = [0] * rows
@@ -34,9 +35,9 @@ class TokenCounter(BaseStreamer):
             self.prompt_seen = True
             return
         for row, token in enumerate(value.reshape(-1).tolist()):
+            self.finished[row] = self.finished[row] or token == self.end_token_id
             if not self.finished[row]:
                 self.counts[row] += 1
-                self.finished[row] = token == self.end_token_id
 
     def end(self):
         pass
