@@ -51,9 +51,9 @@ def backend_config(engine: str = "lmdeploy", *, dtype: str = "auto", session_len
     if dtype not in DTYPES:
         raise ValueError(f"LMDeploy computes in bfloat16 or float16: dtype must be one of {', '.join(DTYPES)} "
                          f"(got {dtype!r})")
-    knobs = dict(dtype=dtype, tp=tp, session_len=session_len, max_batch_size=max_batch_size)
-    if cache_max_entry_count is not None:
-        knobs["cache_max_entry_count"] = cache_max_entry_count
+    knobs = dict(dtype=dtype, tp=tp, session_len=session_len, max_batch_size=max_batch_size,
+                 cache_max_entry_count=cache_max_entry_count)
+    knobs = {name: value for name, value in knobs.items() if value is not None}  # None: LMDeploy's own default
     config_class = PytorchEngineConfig if engine == "lmdeploy" else TurbomindEngineConfig
     return config_class(**knobs)
 

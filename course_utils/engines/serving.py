@@ -57,6 +57,8 @@ def port_is_free(host: str, port: int) -> bool:
     """Whether a server could bind ``host:port`` now."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # as servers do: connections of a stopped server (TIME_WAIT) do not block the port, a listener does
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError:
