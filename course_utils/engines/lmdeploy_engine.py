@@ -154,6 +154,13 @@ class LMDeployEngine:
         answer = self._answer(response, time.perf_counter() - start)
         return answer, list(history or []) + [(question, answer.text)]
 
+    def kv_cache(self) -> dict | None:
+        """The KV cache LMDeploy's PyTorch engine allocated: blocks of ``block_size`` tokens (None for TurboMind,
+        which does not report it here)."""
+        config = self._pipe().backend_config
+        blocks, block_size = getattr(config, "num_gpu_blocks", 0), getattr(config, "block_size", 0)
+        return {"blocks": blocks, "block_size": block_size, "tokens": blocks * block_size} if blocks else None
+
     def close(self) -> None:
         """Stop LMDeploy's engine and give its weights and KV cache back to the GPU."""
         if self.pipe is not None:
