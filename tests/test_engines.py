@@ -60,7 +60,7 @@ def test_answer_is_the_model_cards_chat_and_counts_the_generated_tokens(engine, 
 
 def test_batch_answers_equal_single_answers_in_request_order(engine, dish):
     requests = [(dish, "这是什么菜？"), (None, "你好"), (dish.resize((600, 200)), "哪里的菜？"), (None, "再见")]
-    engine.max_batch_size = 2  # two batch_chat calls for the image requests, one for the text-only ones
+    engine.max_batch_size = 2  # two generate() calls, each mixing a request with an image and one without
     try:
         batch = engine.answer_batch(requests, SHORT)
     finally:
