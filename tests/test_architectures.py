@@ -18,13 +18,17 @@ def built(pattern_class):
     return pattern_class().eval()
 
 
+def last_word_changed(text_ids):
+    changed = text_ids.clone()
+    changed[0, -1] = (text_ids[0, -1] + 1) % architectures.VOCAB
+    return changed
+
+
 def test_shared_decoder_is_causal_and_reads_the_image():
     module = built(architectures.SeparateEncodersSharedDecoder)
     image, text_ids = architectures.toy_inputs()
     logits, _ = module(image, text_ids)
-    changed_last_word = text_ids.clone()
-    changed_last_word[0, -1] = (text_ids[0, -1] + 1) % architectures.VOCAB
-    later, _ = module(image, changed_last_word)
+    later, _ = module(image, last_word_changed(text_ids))
     assert torch.equal(logits[:, :-1], later[:, :-1])  # no position sees a word after it
     other_image, _ = module(image.flip(-1), text_ids)
     assert (other_image[:, -1] - logits[:, -1]).abs().max() > 1e-4
@@ -34,9 +38,7 @@ def test_joint_encoder_lets_patches_see_words():
     module = built(architectures.JointEncoder)
     image, text_ids = architectures.toy_inputs()
     logits, _ = module(image, text_ids)
-    changed = text_ids.clone()
-    changed[0, -1] = (text_ids[0, -1] + 1) % architectures.VOCAB
-    assert (module(image, changed)[0][:, 0] - logits[:, 0]).abs().max() > 1e-4  # the first patch's output moves
+    assert (module(image, last_word_changed(text_ids))[0][:, 0] - logits[:, 0]).abs().max() > 1e-4  # the first patch's output moves
 
 
 def test_conversion_passes_no_gradient_from_the_answer_to_the_image():
