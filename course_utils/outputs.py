@@ -1,7 +1,7 @@
 """The one rule for everything the course writes: staged, marked, and never over a folder it did not make.
 
 Every writer (models, datasets, prepared data, checkpoints, converted models, results, executed notebooks) goes
-through :func:`staged_output`:
+through :func:`staged_output` (or, for a folder filled file by file, :func:`course_folder` + :func:`staged_file`):
 
 * the files are written into a staging folder next to the target and moved into place only when complete, so an
   error or an interrupt leaves the previous output as it was, never a half-written mix;
@@ -19,7 +19,6 @@ import os
 import shutil
 import tempfile
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -45,6 +44,11 @@ def is_course_output(folder: str | Path, kind: str | None = None) -> bool:
     """Whether the course made ``folder`` (and, when ``kind`` is given, made it as that kind of output)."""
     marker = read_marker(folder)
     return marker is not None and (kind is None or marker["kind"] == kind)
+
+
+def _write_marker(folder: Path, kind: str) -> None:
+    marker = {"kind": kind, "made_by": "course_utils"}  # no date: the same build gives byte-identical folders
+    (folder / MARKER_FILE).write_text(json.dumps(marker, indent=1) + "\n", encoding="utf-8")
 
 
 def _never_replaced() -> list[Path]:
@@ -130,8 +134,35 @@ def staged_output(
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-", dir=target.parent))
     try:
         yield staging
-        marker = {"kind": kind, "made": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-        (staging / MARKER_FILE).write_text(json.dumps(marker, indent=1) + "\n", encoding="utf-8")
+        _write_marker(staging, kind)
         _move_into_place(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def course_folder(
+    target_dir: str | Path, kind: str, force: bool = False, protected: Iterable[str | Path | None] = ()
+) -> Path:
+    """A folder the course fills over time (executed lessons, a run's checkpoints), created with its marker.
+
+    Checked as :func:`staged_output` checks its target; ``force`` adopts a folder the course did not make
+    instead of replacing it. Write each file in it through :func:`staged_file`.
+    """
+    target = check_output(target_dir, kind, force=force, protected=protected)
+    target.mkdir(parents=True, exist_ok=True)
+    if not is_course_output(target, kind):
+        _write_marker(target, kind)
+    return target
+
+
+@contextmanager
+def staged_file(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; renamed over ``path`` on normal exit, removed on an exception."""
+    path = Path(path)
+    handle, partial = tempfile.mkstemp(prefix=f".{path.stem}.partial-", suffix=path.suffix, dir=path.parent)
+    os.close(handle)
+    try:
+        yield Path(partial)
+        os.replace(partial, path)
+    finally:
+        Path(partial).unlink(missing_ok=True)
