@@ -193,8 +193,7 @@ def run_course(output_dir: Path, lessons: list[str] | None = None, smoke: bool =
     """
     notebooks = [find_notebook(name) for name in lessons] if lessons else list_notebooks()
     if not notebooks:
-        print(f"error: no lesson notebooks in {notebook_dir()}", file=sys.stderr)
-        return 1
+        raise CourseError(f"no lesson notebooks (NN_name.ipynb) in {notebook_dir()}")
     print(f"RUN_DIR={run_dir()}")
     for line in build_embedded_defaults():
         print(f"  {line}")
