@@ -117,9 +117,9 @@ def test_run_course_runs_every_lesson_then_fails_on_the_failing_one(tmp_path, mo
 
 
 def test_a_lesson_that_fails_before_running_shows_no_stale_figures(tmp_path, monkeypatch):
-    lesson = write_lesson(tmp_path, "05_evaluate", "smoke = False")
-    out = tmp_path / "executed"
-    out.mkdir()
+    (tmp_path / "lessons").mkdir()
+    lesson = write_lesson(tmp_path / "lessons", "05_evaluate", "smoke = False")
+    out = course_run.course_folder(tmp_path / "executed", course_run.EXECUTED_KIND)
     record = nbformat.v4.new_output("display_data", data={RECORD_MIME: {"name": "accuracy", "value": 1.0}})
     nbformat.write(new_notebook(cells=[new_code_cell("", outputs=[record])]), out / lesson.name)
 
@@ -163,3 +163,16 @@ def test_executed_lessons_never_go_into_a_foreign_folder_or_the_lessons_folder(t
     with pytest.raises(OutputRefused):
         course_run.execute_notebook(lesson, out if where == "foreign" else tmp_path)
     assert (out / "notes.txt").read_text() == "keep" and not (tmp_path / MARKER_FILE).exists()
+
+
+def test_run_course_into_the_lessons_folder_is_refused_before_any_work(tmp_path, monkeypatch, capsys):
+    from course_utils.__main__ import main
+
+    lessons = tmp_path / "notebooks"
+    lessons.mkdir()
+    lesson = write_lesson(lessons, "00_fine", "smoke = False")
+    monkeypatch.setattr(course_run, "notebook_dir", lambda: lessons)
+    monkeypatch.setattr(course_run, "build_embedded_defaults", lambda: pytest.fail("built before checking --out"))
+    assert main(["run-course", "--out", str(lessons)]) == 1
+    assert "never writes into its own input" in capsys.readouterr().err
+    assert sorted(p.name for p in lessons.iterdir()) == [lesson.name]
