@@ -150,6 +150,7 @@ def describe_error(error: BaseException) -> str:
 
 def run_lesson(notebook: Path, output_dir: Path, smoke: bool = True) -> LessonRun:
     """Execute one lesson, catching its failure so that the others still run; figures recorded before a failure count."""
+    output_dir = course_folder(output_dir, EXECUTED_KIND, protected=[notebook.parent])  # before deleting in it
     executed = output_dir / notebook.name
     executed.unlink(missing_ok=True)  # figures of an earlier run must not pass for this run's
     start = time.perf_counter()
@@ -193,8 +194,8 @@ def run_course(output_dir: Path, lessons: list[str] | None = None, smoke: bool =
     """
     notebooks = [find_notebook(name) for name in lessons] if lessons else list_notebooks()
     if not notebooks:
-        print(f"error: no lesson notebooks in {notebook_dir()}", file=sys.stderr)
-        return 1
+        raise CourseError(f"no lesson notebooks (NN_name.ipynb) in {notebook_dir()}")
+    output_dir = course_folder(output_dir, EXECUTED_KIND, protected=[notebook_dir()])  # refused before any work
     print(f"RUN_DIR={run_dir()}")
     for line in build_embedded_defaults():
         print(f"  {line}")

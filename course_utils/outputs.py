@@ -78,9 +78,7 @@ def check_output(target: str | Path, kind: str, force: bool = False, protected: 
     for folder in _never_replaced():
         if target == folder or target in folder.parents:
             raise OutputRefused(f"output folder {target} holds {folder}: choose a new folder for the output")
-    writable_parent = next(folder for folder in target.parents if folder.exists())
-    if not os.access(writable_parent, os.W_OK | os.X_OK):
-        raise PermissionError(f"cannot write in {writable_parent}: choose an output folder you can write to")
+    _check_writable(target)
     if not target.exists() or force:
         return target
     if not target.is_dir():
@@ -97,6 +95,15 @@ def check_output(target: str | Path, kind: str, force: bool = False, protected: 
             "(force=True) to replace it"
         )
     return target
+
+
+def _check_writable(target: Path) -> None:
+    """PermissionError unless a folder can be made where ``target`` goes (tried: permission bits do not tell root)."""
+    folder = next(parent for parent in target.parents if parent.exists())
+    try:
+        Path(tempfile.mkdtemp(prefix=f".{target.name}.probe-", dir=folder)).rmdir()
+    except OSError as error:
+        raise PermissionError(f"cannot write in {folder} ({error.strerror}): choose an output folder you can write to") from error
 
 
 def _move_into_place(staging: Path, target: Path) -> None:

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from course_utils import outputs
 from course_utils.errors import CourseError
 from course_utils.outputs import MARKER_FILE, OutputRefused, check_output, is_course_output, staged_output
 from course_utils.paths import project_root
@@ -131,8 +130,8 @@ def test_home_checkout_and_root_are_never_replaced(folder):
         check_output(folder, "dataset", force=True)
 
 
-def test_an_unwritable_place_is_refused_before_any_work(tmp_path, monkeypatch):
-    monkeypatch.setattr(outputs.os, "access", lambda path, mode: Path(path) != tmp_path)
+def test_an_unwritable_place_is_refused_before_any_work(tmp_path, refuse_writes_in):
+    refuse_writes_in(tmp_path)
     with pytest.raises(PermissionError, match=f"cannot write in {tmp_path}"):
         check_output(tmp_path / "new" / "out", "dataset")
 
