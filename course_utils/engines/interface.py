@@ -21,6 +21,7 @@ import gc
 import importlib.util
 import os
 import sys
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator, Protocol, Sequence
@@ -155,6 +156,13 @@ def load_engine(model_path, backend: str = "auto", *, dtype: str = "auto", devic
     if device not in (None, "cuda"):
         raise ValueError(f"LMDeploy runs on the CUDA GPU only (got device={device!r}): use backend='transformers'")
     return LMDeployEngine(path, engine=backend, **knobs)
+
+
+def warn_lmdeploy_only(who: str, **knobs) -> None:
+    """One warning naming the LMDeploy-only knobs that were set but that ``who`` does not use."""
+    unused = [name for name, value in knobs.items() if value is not None]
+    if unused:
+        warnings.warn(f"{', '.join(unused)}: LMDeploy settings, unused by {who}", stacklevel=3)
 
 
 def open_image(image):

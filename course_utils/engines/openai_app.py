@@ -9,8 +9,6 @@ Run as a server (``serving.serve_openai`` starts it for you):
 Malformed requests get OpenAI-style JSON errors (``{"error": {"message", "type", "param", "code"}}``), never a 500.
 """
 
-from __future__ import annotations
-
 import argparse
 import base64
 import binascii
@@ -22,6 +20,9 @@ import uuid
 from pathlib import Path
 from typing import Literal
 
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
 from .interface import GenerationSettings
@@ -137,10 +138,6 @@ def generation_settings(request: ChatCompletionRequest) -> GenerationSettings:
 
 def create_app(engine, model_name: str, api_keys: list[str] | None = None):
     """The FastAPI app serving ``engine`` under ``model_name``; ``api_keys``: bearer tokens it accepts (None: any)."""
-    from fastapi import Depends, FastAPI, Request
-    from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse, StreamingResponse
-
     app = FastAPI(title="InternVL2 course OpenAI-compatible server")
     lock = threading.Lock()  # one generation at a time: the model is not shared between threads
 

@@ -6,18 +6,16 @@ or a GPU. Whatever makes those methods fast in the model code makes this engine 
 from __future__ import annotations
 
 import time
-import warnings
 from pathlib import Path
 from typing import Iterator, Sequence
 
 from transformers.generation.streamers import BaseStreamer
 
 from ..chat import chat_prompt, image_pixel_values, load_model, stream_chat
-from .interface import Answer, GenerationSettings, free_memory, open_image, place_image
+from .interface import Answer, GenerationSettings, free_memory, open_image, place_image, warn_lmdeploy_only
 
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 END_TOKEN = "<|im_end|>"  # InternLM2's end of turn: where model.chat and batch_chat stop
-LMDEPLOY_ONLY = ("cache_max_entry_count",)
 
 
 class TokenCounter(BaseStreamer):
@@ -72,10 +70,8 @@ class TransformersEngine:
                  vision_batch_size: int | None = None):
         if tp != 1:
             raise ValueError("the transformers engine runs on one device (tp=1); tensor parallelism needs LMDeploy")
-        unused = [name for name, value in (("cache_max_entry_count", cache_max_entry_count),
-                                           ("vision_batch_size", vision_batch_size)) if value is not None]
-        if unused:
-            warnings.warn(f"{', '.join(unused)}: LMDeploy settings, unused by the transformers engine", stacklevel=3)
+        warn_lmdeploy_only("the transformers engine", cache_max_entry_count=cache_max_entry_count,
+                           vision_batch_size=vision_batch_size)
         for name, value in (("max_dynamic_patch", max_dynamic_patch), ("session_len", session_len),
                             ("max_batch_size", max_batch_size)):
             if value is not None and value < 1:
@@ -131,6 +127,10 @@ class TransformersEngine:
         text, new_history = self.model.chat(self.tokenizer, pixel_values, question, dict(config, streamer=counter),
                                             history=list(history) if history else None, return_history=True)
         return Answer(text, counter.counts[0], time.perf_counter() - start), list(new_history)
+
+    def kv_cache(self) -> None:
+        """None: transformers grows each request's cache as it generates, nothing is reserved in advance."""
+        return None
 
     def close(self) -> None:
         """Drop the model and tokenizer and give their memory back (GPU memory included)."""
