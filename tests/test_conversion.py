@@ -24,6 +24,7 @@ model = dict(
     type=InternVL_V1_5, model_path={model_path!r}, freeze_llm=True, freeze_visual_encoder=True,
     llm_lora=dict(type=LoraConfig, r=8, lora_alpha=16, lora_dropout=0.05, target_modules=None, task_type="CAUSAL_LM"),
 )
+train_dataset = dict(max_dynamic_patch=1, use_thumbnail=False)  # the tiling training used (the tiny model's: 6 + 1)
 """
 
 
@@ -107,7 +108,10 @@ def test_converted_folder_is_complete_and_bfloat16_is_the_float32_merge_rounded(
                  "configuration_internvl_chat.py", "tokenizer.json", "generation_config.json"):
         assert (converted / name).read_bytes() == (base / name).read_bytes(), name
     assert "chat_template" in json.loads((converted / "tokenizer_config.json").read_text())
-    assert json.loads((converted / "config.json").read_text())["torch_dtype"] == "float32"
+    config = json.loads((converted / "config.json").read_text())
+    assert config["torch_dtype"] == "float32"
+    assert (config["max_dynamic_patch"], config["use_thumbnail"]) == (1, False)  # pictures as training saw them
+    assert json.loads((base / "config.json").read_text())["max_dynamic_patch"] == 6
     assert is_conversion_of(converted, checkpoint)
 
     default = convert_checkpoint(checkpoint, tmp_path / "bf16", config=config_path)  # dtype auto: the base's bf16

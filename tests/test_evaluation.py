@@ -10,8 +10,8 @@ import pytest
 
 from course_utils.evaluation import (accuracy, accuracy_by, ask, change_table, compare, heldout_questions,
                                      mcnemar_exact, paper_questions, parse_answer, pick_gallery, plot_before_after,
-                                     plot_by_group, plot_gallery, plot_published, save_results, score_replies,
-                                     wilson_interval)
+                                     plot_by_group, plot_gallery, plot_published, sample_evenly, save_results,
+                                     score_replies, wilson_interval)
 
 CUISINES = ["川菜", "粤菜", "鲁菜", "东北菜"]
 INGREDIENTS = ["鸡", "鸡肉", "牛肉", "豆腐"]
@@ -226,3 +226,11 @@ def test_pictures_draw_the_measured_accuracies(prepared):
     right_after = sum(item["outcome"] == "correct" for item in after if item["question_id"] in shown)
     assert sum("tuned:" in text for text in texts) == 4 and sum(text.startswith("✓ tuned") for text in texts) == right_after
     assert sum(text.startswith("? base") for text in texts) == 4  # the base model's "?" picks nothing
+
+
+def test_sample_evenly_spreads_over_the_list():
+    questions = [question(f"q{i}", i % 4) for i in range(10)]
+    assert [q["question_id"] for q in sample_evenly(questions, 4)] == ["q0", "q2", "q5", "q7"]
+    assert sample_evenly(questions, None) == questions == sample_evenly(questions, 50)
+    with pytest.raises(ValueError):
+        sample_evenly(questions, 0)

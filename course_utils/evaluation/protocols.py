@@ -79,3 +79,12 @@ def paper_questions(data_root: str | Path, language: str = "zh") -> tuple[list[d
             choices, answer_index(record), "mcq", meta["id"], meta["food_name"], meta["food_type"],
             record["question_type"]))
     return questions, report.total - len(questions)
+
+
+def sample_evenly(questions: list[dict], limit: int | None) -> list[dict]:
+    """At most ``limit`` questions, evenly spaced through the list (so spread over its dishes); all when None."""
+    if limit is None or limit >= len(questions):
+        return list(questions)
+    if limit < 1:
+        raise ValueError(f"limit must be at least 1, got {limit}")
+    return [questions[index * len(questions) // limit] for index in range(limit)]

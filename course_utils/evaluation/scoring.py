@@ -24,10 +24,11 @@ from .statistics import mcnemar_exact, wilson_interval
 
 OUTCOMES = ("correct", "wrong", "unparsed")
 CHANGES = ("fixed", "broken", "still right", "still wrong")
-DEFAULT_MAX_NEW_TOKENS = 48  # a letter, or an option's text and the dish name: a longer reply is already wrong
+# Reply length per answer style: a letter (with room for "答案是（B）"), or an option's text and the dish name.
+REPLY_TOKENS = {"mcq": 16, "original": 40}
 
 
-def greedy_settings(max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS):
+def greedy_settings(max_new_tokens: int = REPLY_TOKENS["original"]):
     """Greedy decoding (temperature 0): the same question always gets the same reply from the same model."""
     from ..engines import GenerationSettings
 
@@ -35,10 +36,13 @@ def greedy_settings(max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS):
 
 
 def ask(engine, questions: list[dict], settings=None, batch_size: int = 16, desc: str | None = None) -> list[str]:
-    """The engine's reply to every question, asked ``batch_size`` at a time (a progress bar counts questions)."""
+    """The engine's reply to every question, asked ``batch_size`` at a time (a progress bar counts questions).
+
+    Default settings: greedy, with room for the longest reply the questions' answer style needs.
+    """
     from tqdm.auto import tqdm
 
-    settings = settings or greedy_settings()
+    settings = settings or greedy_settings(max((REPLY_TOKENS[q["answer_style"]] for q in questions), default=1))
     replies: list[str] = []
     with tqdm(total=len(questions), desc=desc or "questions", unit="q") as progress:
         for start in range(0, len(questions), batch_size):
@@ -131,6 +135,13 @@ def summarise(scored: list[dict]) -> dict:
     """Accuracy overall, per cuisine and per question type."""
     return {"overall": accuracy(scored), "by_cuisine": accuracy_by(scored, "food_type"),
             "by_question_type": accuracy_by(scored, "question_type")}
+
+
+def before_after_report(before: list[dict], after: list[dict]) -> dict:
+    """Everything the results file keeps about one question set: the paired comparison, both summaries, and
+    every question with both replies."""
+    return {"comparison": compare(before, after), "before": summarise(before), "after": summarise(after),
+            "questions": change_table(before, after)}
 
 
 def save_results(results: dict, path: str | Path) -> Path:

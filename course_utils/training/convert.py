@@ -9,7 +9,9 @@ loads those weights, merges each LoRA update into its frozen weight (``W + (alph
 * copies what a model folder needs besides weights from the base folder, byte for byte: its remote-code ``.py``
   files (OpenGVLab's or the course's: XTuner's script copies only the ``configuration_*.py`` files, so the result
   did not load), the tokenizer with its chat template (LMDeploy 0.10 reads the template from there),
-  ``generation_config.json``, and ``config.json`` with ``torch_dtype`` set to the saved dtype;
+  ``generation_config.json``, and ``config.json`` with ``torch_dtype`` set to the saved dtype and the image tiling
+  the model was trained with (``max_dynamic_patch``, ``use_thumbnail`` of the training dataset, where the config
+  sets them), so that every engine shows it pictures as training did;
 * checks that every trained tensor of the checkpoint found its place in the model (a silent partial load would
   leave uninitialised LoRA matrices) and that the merged weights have exactly the base model's names;
 * writes through :func:`course_utils.outputs.staged_output`: never into the base model's folder or over a folder it
@@ -35,6 +37,7 @@ NOT_COPIED = {"config.json", "model.safetensors.index.json", "pytorch_model.bin.
               ".course-output.json", CONVERSION_FILE}
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt")
 DTYPES = ("auto", "bfloat16", "float16", "float32")
+IMAGE_SETTINGS = ("min_dynamic_patch", "max_dynamic_patch", "use_thumbnail")
 
 
 def read_checkpoint(checkpoint: str | Path) -> tuple[dict, str | None]:
@@ -127,8 +130,15 @@ def base_weight_names(base_model: Path) -> set[str] | None:
     return names
 
 
-def copy_model_files(base_model: Path, out: Path, dtype_name: str) -> list[str]:
-    """Copy the base folder's non-weight files into ``out`` and write its ``config.json`` with ``dtype_name``."""
+def training_image_settings(cfg) -> dict:
+    """The tiling settings the training dataset overrides (``min/max_dynamic_patch``, ``use_thumbnail``)."""
+    dataset = cfg.get("train_dataset") or cfg.get("train_dataloader", {}).get("dataset", {})
+    return {key: dataset[key] for key in IMAGE_SETTINGS if key in dataset}
+
+
+def copy_model_files(base_model: Path, out: Path, dtype_name: str, image_settings: dict) -> list[str]:
+    """Copy the base folder's non-weight files into ``out``; write its ``config.json`` with ``dtype_name`` and the
+    training's ``image_settings``."""
     copied = []
     for path in sorted(base_model.iterdir()):
         if path.is_file() and path.name not in NOT_COPIED and not path.name.endswith(WEIGHT_SUFFIXES):
@@ -139,6 +149,7 @@ def copy_model_files(base_model: Path, out: Path, dtype_name: str) -> list[str]:
         if "torch_dtype" in section:
             section["torch_dtype"] = dtype_name
     config["torch_dtype"] = dtype_name
+    config.update(image_settings)
     (out / "config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     tokenizer_config = out / "tokenizer_config.json"
     if not tokenizer_config.is_file() or "chat_template" not in json.loads(tokenizer_config.read_text("utf-8")):
@@ -189,13 +200,14 @@ def convert_checkpoint(checkpoint: str | Path, out: str | Path, config: str | Pa
     load_trained_weights(xtuner_model, state_dict)
     chat_model = merge_lora(xtuner_model)
     with staged_output(out, kind=CONVERTED_KIND, force=force, protected=protected) as staging:
-        copied = copy_model_files(base, staging, dtype)
+        image_settings = training_image_settings(cfg)
+        copied = copy_model_files(base, staging, dtype, image_settings)
         save_weights(chat_model, staging, dtype, base_weight_names(base))
         record = {
             "checkpoint": str(checkpoint), "checkpoint_bytes": checkpoint.stat().st_size if checkpoint.is_file() else None,
             "checkpoint_mtime": checkpoint.stat().st_mtime, "base_model": str(base), "dtype": dtype,
             "merged_lora": {"llm": bool(xtuner_model.use_llm_lora), "vision": bool(xtuner_model.use_visual_encoder_lora)},
-            "trained_tensors": len(state_dict), "copied_files": copied,
+            "trained_tensors": len(state_dict), "image_settings": image_settings, "copied_files": copied,
             "seconds": round(time.perf_counter() - start, 1),
         }
         (staging / CONVERSION_FILE).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
