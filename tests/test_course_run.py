@@ -19,6 +19,7 @@ from course_utils.course_run import (
     lesson_parameters,
     run_course,
 )
+from course_utils.outputs import MARKER_FILE
 from course_utils.paths import project_root
 from course_utils.records import RECORD_MIME
 
@@ -112,7 +113,7 @@ def test_run_course_runs_every_lesson_then_fails_on_the_failing_one(tmp_path, mo
     assert "error: ValueError: tile size must be 448" in captured.out
     assert "1 of 2 lessons ran" in captured.out
     assert "1 lesson(s) failed: 01_broken" in captured.err
-    assert sorted(path.name for path in out.iterdir()) == ["00_fine.ipynb", "01_broken.ipynb"]
+    assert sorted(path.name for path in out.iterdir()) == [MARKER_FILE, "00_fine.ipynb", "01_broken.ipynb"]
 
 
 def test_a_lesson_that_fails_before_running_shows_no_stale_figures(tmp_path, monkeypatch):

@@ -20,6 +20,7 @@ from course_utils.doctor import (
     format_report,
     gather_facts,
 )
+from course_utils.errors import CourseError
 from course_utils.paths import project_root
 
 H100 = Gpu("NVIDIA H100 80GB HBM3", 79.1)
@@ -70,14 +71,14 @@ def test_missing_packages_read_not_installed_and_a_missing_torch_stops_the_lesso
     report = build_report(make_facts(packages={"xtuner": None, "torch": None}))
     assert "xtuner        not installed" in format_report(report)
     assert report.training == NOT_INSTALLED
-    with pytest.raises(RuntimeError, match="make env"):
+    with pytest.raises(CourseError, match="make env"):
         check_requirements(report)
 
 
 def test_require_gpu_stops_only_where_no_gpu_is_visible():
     check_requirements(build_report(make_facts()))
     check_requirements(build_report(make_facts(gpus=[H100])), require_gpu=True)
-    with pytest.raises(RuntimeError, match="require_gpu=True but torch sees no GPU"):
+    with pytest.raises(CourseError, match="require_gpu=True but torch sees no GPU"):
         check_requirements(build_report(make_facts()), require_gpu=True)
 
 
