@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..foodieqa.prompts import OPTION_LETTERS, build_prompt, check_style
+from ..foodieqa.prompts import OPTION_LETTERS, check_style, format_question
 
 PAPER_LANGUAGES = ("zh", "en")
 # The FoodieQA authors' single-image prompt, template 0 (model-eval/scripts/sivqa_utils.py), per language.
@@ -43,7 +43,7 @@ def heldout_questions(manifest: dict, style: str) -> list[dict]:
     image_folder = Path(manifest["image_folder"])
     return [
         question_dict(item["question_id"], image_folder / item["image"],
-                      build_prompt({"question": item["question"], "choices": item["choices"]}, style),
+                      format_question({"question": item["question"], "choices": item["choices"]}, style),
                       item["choices"], item["answer_index"], style, item["food_id"], item["food_name"],
                       item["food_type"], item["question_type"])
         for item in items
@@ -62,7 +62,7 @@ def paper_questions(data_root: str | Path, language: str = "zh") -> tuple[list[d
     Records that fail lesson 03's validation, or have no English text for ``en``, are skipped and counted.
     """
     from ..foodieqa import validate_foodieqa
-    from ..foodieqa.validate import answer_index
+    from ..foodieqa.layout import answer_index
 
     if language not in PAPER_LANGUAGES:
         raise ValueError(f"unknown language {language!r}; choose one of {', '.join(PAPER_LANGUAGES)}")
