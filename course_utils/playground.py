@@ -251,6 +251,20 @@ class GalleryItem:
     question: str = ""
 
 
+def held_out_manifest() -> tuple[dict, str]:
+    """Lesson 03's prepared data as it is (whatever settings lessons 03 and 04 used) and a line saying where from.
+
+    Only when there is none is it prepared here, with lesson 03's defaults.
+    """
+    from .foodieqa import ensure_prepared_foodieqa, load_manifest, prepared_dir
+
+    try:
+        return load_manifest(), f"held-out dishes of lesson 03's split in {prepared_dir()}"
+    except FileNotFoundError:
+        manifest = ensure_prepared_foodieqa()
+        return manifest, f"lesson 03 had not run: prepared its held-out split now, in {prepared_dir()}"
+
+
 def held_out_gallery(manifest: dict | None = None, limit: int = 8) -> list[GalleryItem]:
     """One picture per held-out dish of lesson 03's split (``test.json``), with its question in the trained style."""
     from .foodieqa import load_manifest
@@ -389,6 +403,16 @@ class ModelSide:
         tokens = len(self.tokenizer.encode(answer, add_special_tokens=False))
         self.last_stats = AnswerStats(time.perf_counter() - start, tokens, len(pieces))
         self.history = next_history(self.history, question, answer.strip(), image is not None)
+
+
+def gpu_memory_in_use_gib() -> float | None:
+    """GPU memory in use on the current device (every model and cache in this kernel, and others'), None without CUDA."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    free, total = torch.cuda.mem_get_info()
+    return (total - free) / 2**30
 
 
 # ---------------------------------------------------------------------------------------------------------------
