@@ -194,7 +194,8 @@ def data_root_problem(value: str) -> str | None:
         return None if zipfile.is_zipfile(path) else f"DATA_ROOT={value} is a file but not a zip: give FoodieQA.zip"
     root = find_foodieqa_root(path)
     if root is None:
-        return f"DATA_ROOT={value} holds no {SIVQA_FILE} (nor a FoodieQA/ folder with one): is it the unzipped FoodieQA?"
+        return (f"DATA_ROOT={value} holds no {SIVQA_FILE} (nor a FoodieQA/ folder with one): "
+                "is it the unzipped FoodieQA?")
     if not (root / IMAGES_DIR).is_dir():
         return f"DATA_ROOT={value} has {SIVQA_FILE} but no {IMAGES_DIR}/ folder: unzip the whole release"
     return None
