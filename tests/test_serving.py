@@ -9,7 +9,7 @@ import psutil
 import pytest
 from PIL import Image
 
-from course_utils.engines import GenerationSettings, load_engine
+from course_utils.chat import image_pixel_values
 from course_utils.engines.client import ask, ask_stream, image_data_url, user_message
 from course_utils.engines.openai_app import decode_data_url
 from course_utils.engines.serving import (LOOPBACK, ManagedServer, PortInUseError, check_bind, choose_port,
@@ -42,17 +42,14 @@ def test_the_server_listens_on_loopback_only(server):
     assert listening == {(LOOPBACK, server.port)}
 
 
-def test_openai_client_round_trip_plain_and_streamed(server, dish, tiny_model_path):
+def test_openai_client_round_trip_plain_and_streamed(server, dish, tiny_model_and_tokenizer):
     client = server.client()
     assert [model.id for model in client.models.list().data] == ["tiny"]
     text = ask(client, "tiny", dish, "这是什么菜？", max_tokens=10)
-    # the same question in-process, on the image exactly as the server decoded it from the data URL
-    engine = load_engine(tiny_model_path, backend="transformers")
-    try:
-        expected = engine.answer(decode_data_url(image_data_url(dish)), "这是什么菜？", GenerationSettings(10))
-    finally:
-        engine.close()
-    assert text == expected.text
+    # the model card's chat in this process, on the image exactly as the server decoded it from the data URL
+    model, tokenizer = tiny_model_and_tokenizer
+    tiles = image_pixel_values(model, decode_data_url(image_data_url(dish)))
+    assert text == model.chat(tokenizer, tiles, "这是什么菜？", dict(max_new_tokens=10, do_sample=False))
     chunks = list(client.chat.completions.create(model="tiny", messages=[user_message(dish, "这是什么菜？")],
                                                  max_tokens=10, temperature=0, stream=True))
     assert chunks[0].object == "chat.completion.chunk" and chunks[-1].choices[0].finish_reason == "stop"

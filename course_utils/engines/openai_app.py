@@ -6,7 +6,8 @@ Run as a server (``serving.serve_openai`` starts it for you):
 
     python -m course_utils.engines.openai_app MODEL_DIR --server-name 127.0.0.1 --server-port 23333
 
-Malformed requests get OpenAI-style JSON errors (``{"error": {"message", "type", "param", "code"}}``), never a 500.
+Images take the engine's tile limit (LMDeploy's per-image ``max_dynamic_patch`` is ignored here). Malformed
+requests get OpenAI-style JSON errors (``{"error": {"message", "type", "param", "code"}}``), never a 500.
 """
 
 import argparse
