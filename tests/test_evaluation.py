@@ -191,8 +191,10 @@ def test_heldout_questions_in_both_styles_ask_the_held_out_dishes(prepared):
 def test_paper_protocol_asks_every_question_with_the_authors_prompt(prepared):
     root, _ = prepared
     records = json.loads((root / "sivqa_tidy.json").read_text(encoding="utf-8"))
+    from course_utils.foodieqa import validate_foodieqa
+
     zh, skipped = paper_questions(root, "zh")
-    en, _ = paper_questions(root, "en")
+    en, _ = paper_questions(root, "en", report=validate_foodieqa(root))
     assert len(zh) == len(en) == len(records) and skipped == 0
     record = next(r for r in records if r["question_id"] == zh[0]["question_id"])
     options = "".join(f"（{letter}) {choice}\n" for letter, choice in zip("ABCD", record["choices"]))
