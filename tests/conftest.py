@@ -70,3 +70,24 @@ def tiny_model_and_tokenizer(tiny_model_path):
     model = AutoModel.from_pretrained(tiny_model_path, trust_remote_code=True, torch_dtype=torch.float32).eval()
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_path, trust_remote_code=True)
     return model, tokenizer
+
+
+@pytest.fixture
+def refuse_writes_in(monkeypatch):
+    """``refuse_writes_in(folder)``: making anything in ``folder`` fails as on a read-only disk.
+
+    Permission bits would not do: CI often runs as root, whom they do not stop.
+    """
+    import tempfile
+
+    real_mkdtemp = tempfile.mkdtemp
+
+    def refuse(folder: Path) -> None:
+        def mkdtemp(*args, dir=None, **kwargs):
+            if dir is not None and Path(dir).resolve() == Path(folder).resolve():
+                raise PermissionError(13, "Permission denied", str(dir))
+            return real_mkdtemp(*args, dir=dir, **kwargs)
+
+        monkeypatch.setattr(tempfile, "mkdtemp", mkdtemp)
+
+    return refuse

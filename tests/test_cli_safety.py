@@ -181,12 +181,12 @@ def test_negative_dishes_is_one_line(capsys, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_an_unwritable_output_folder_is_one_line_before_any_work(capsys, tmp_path, release, monkeypatch):
-    from course_utils import outputs
-
+def test_an_unwritable_output_folder_is_one_line_before_any_work(
+    capsys, tmp_path, release, monkeypatch, refuse_writes_in
+):
     locked = tmp_path / "locked"
     locked.mkdir()
-    monkeypatch.setattr(outputs.os, "access", lambda path, mode: Path(path) != locked)
+    refuse_writes_in(locked)
     monkeypatch.setattr(convert, "validate_foodieqa", lambda *a: pytest.fail("validated before checking the output"))
     status, _, err = run(capsys, "prepare-foodieqa", str(release), str(locked / "out"))
     assert_one_error_line(status, err, f"cannot write in {locked}")

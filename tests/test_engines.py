@@ -9,7 +9,7 @@ from PIL import Image
 
 from course_utils.chat import image_pixel_values
 from course_utils.engines import GenerationSettings, choose_backend, load_engine
-from course_utils.engines.interface import open_image, place_image
+from course_utils.engines.interface import open_image, place_image, split_image_placeholder
 
 SHORT = GenerationSettings(max_new_tokens=10)
 
@@ -60,7 +60,7 @@ def test_answer_is_the_model_cards_chat_and_counts_the_generated_tokens(engine, 
 
 def test_batch_answers_equal_single_answers_in_request_order(engine, dish):
     requests = [(dish, "这是什么菜？"), (None, "你好"), (dish.resize((600, 200)), "哪里的菜？"), (None, "再见")]
-    engine.max_batch_size = 2  # two batch_chat calls for the image requests, one for the text-only ones
+    engine.max_batch_size = 2  # two generate() calls, each mixing a request with an image and one without
     try:
         batch = engine.answer_batch(requests, SHORT)
     finally:
@@ -93,6 +93,8 @@ def test_place_image_adds_the_placeholder_once_per_conversation():
     assert place_image("q", [("<image>\nfirst", "a")], True) == "q"
     assert place_image("q", [], False) == "q"
     assert place_image("<image> q", None, True) == "<image> q"
+    assert split_image_placeholder("<image>\nq <image>") == ("q <image>", True)
+    assert split_image_placeholder("a <image> b") == ("a  b", True) and split_image_placeholder("q") == ("q", False)
 
 
 def test_sampling_with_a_seed_repeats_and_greedy_ignores_sampling_knobs(engine, dish):

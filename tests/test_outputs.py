@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from course_utils import outputs
 from course_utils.errors import CourseError
 from course_utils.outputs import MARKER_FILE, OutputRefused, check_output, is_course_output, staged_output
 from course_utils.paths import project_root
@@ -125,14 +124,26 @@ def test_an_input_is_never_written_even_with_force(tmp_path, where):
     assert sorted(p.name for p in source.iterdir()) == ["sivqa_tidy.json"]
 
 
+@pytest.mark.parametrize("variable", ["MODEL_PATH", "DATA_ROOT"])
+def test_the_learners_model_and_data_are_never_written_even_with_force(tmp_path, monkeypatch, variable):
+    source = tmp_path / "InternVL2-2B"
+    source.mkdir()
+    monkeypatch.setenv(variable, str(source))
+    for target in (source, source / "out", tmp_path):
+        with pytest.raises(OutputRefused, match="input"):
+            check_output(target, "dataset", force=True)
+    monkeypatch.setenv(variable, "OpenGVLab/InternVL2-2B")  # a hub id names no folder here
+    check_output(tmp_path / "out", "dataset")
+
+
 @pytest.mark.parametrize("folder", [Path.home(), project_root(), Path("/")])
 def test_home_checkout_and_root_are_never_replaced(folder):
     with pytest.raises(OutputRefused):
         check_output(folder, "dataset", force=True)
 
 
-def test_an_unwritable_place_is_refused_before_any_work(tmp_path, monkeypatch):
-    monkeypatch.setattr(outputs.os, "access", lambda path, mode: Path(path) != tmp_path)
+def test_an_unwritable_place_is_refused_before_any_work(tmp_path, refuse_writes_in):
+    refuse_writes_in(tmp_path)
     with pytest.raises(PermissionError, match=f"cannot write in {tmp_path}"):
         check_output(tmp_path / "new" / "out", "dataset")
 

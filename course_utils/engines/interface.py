@@ -6,6 +6,7 @@
     engine.answer_batch([(image, question), ...])      -> [Answer, ...]
     engine.stream(image, question)                     -> the answer's text pieces as they are written
     engine.chat(image, question, history)              -> (Answer, history)   history: [(question, answer), ...]
+    engine.kv_cache()                                  -> the KV cache reserved up front (LMDeploy), or None
     engine.close()                                     -> frees the model (and its GPU memory)
 
 ``image`` is a path, a PIL image or None (text only). A conversation's history keeps the image's place as the
@@ -21,6 +22,7 @@ import gc
 import importlib.util
 import os
 import sys
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator, Protocol, Sequence
@@ -104,6 +106,8 @@ class Engine(Protocol):
     def chat(self, image, question: str, history: list[tuple[str, str]] | None = None,
              settings: GenerationSettings | None = None) -> tuple[Answer, list[tuple[str, str]]]: ...
 
+    def kv_cache(self) -> dict | None: ...
+
     def close(self) -> None: ...
 
 
@@ -141,7 +145,7 @@ def load_engine(model_path, backend: str = "auto", *, dtype: str = "auto", devic
         backend, _ = choose_backend()
     path = Path(model_path).expanduser()
     if not path.is_dir():
-        raise FileNotFoundError(f"model folder {path} does not exist: pass an InternVL2 folder (lesson 01 shows "
+        raise FileNotFoundError(f"model folder {path} does not exist: pass an InternVL2 folder (the README shows "
                                 "how to download one) or leave MODEL_PATH unset for the embedded tiny model")
     knobs = dict(dtype=dtype, max_dynamic_patch=max_dynamic_patch, session_len=session_len,
                  cache_max_entry_count=cache_max_entry_count, max_batch_size=max_batch_size, tp=tp,
@@ -155,6 +159,13 @@ def load_engine(model_path, backend: str = "auto", *, dtype: str = "auto", devic
     if device not in (None, "cuda"):
         raise ValueError(f"LMDeploy runs on the CUDA GPU only (got device={device!r}): use backend='transformers'")
     return LMDeployEngine(path, engine=backend, **knobs)
+
+
+def warn_lmdeploy_only(who: str, **knobs) -> None:
+    """One warning naming the LMDeploy-only knobs that were set but that ``who`` does not use."""
+    unused = [name for name, value in knobs.items() if value is not None]
+    if unused:
+        warnings.warn(f"{', '.join(unused)}: LMDeploy settings, unused by {who}", stacklevel=3)
 
 
 def open_image(image):
@@ -174,7 +185,8 @@ def split_image_placeholder(question: str) -> tuple[str, bool]:
     """``question`` without its ``<image>`` placeholder, and whether it had one."""
     if IMAGE_PLACEHOLDER not in question:
         return question, False
-    return question.replace(IMAGE_PLACEHOLDER + "\n", "", 1).replace(IMAGE_PLACEHOLDER, "", 1), True
+    placeholder = IMAGE_PLACEHOLDER + "\n" if IMAGE_PLACEHOLDER + "\n" in question else IMAGE_PLACEHOLDER
+    return question.replace(placeholder, "", 1), True
 
 
 def place_image(question: str, history: list[tuple[str, str]] | None, has_image: bool) -> str:

@@ -51,9 +51,9 @@ def backend_config(engine: str = "lmdeploy", *, dtype: str = "auto", session_len
     if dtype not in DTYPES:
         raise ValueError(f"LMDeploy computes in bfloat16 or float16: dtype must be one of {', '.join(DTYPES)} "
                          f"(got {dtype!r})")
-    knobs = dict(dtype=dtype, tp=tp, session_len=session_len, max_batch_size=max_batch_size)
-    if cache_max_entry_count is not None:
-        knobs["cache_max_entry_count"] = cache_max_entry_count
+    knobs = dict(dtype=dtype, tp=tp, session_len=session_len, max_batch_size=max_batch_size,
+                 cache_max_entry_count=cache_max_entry_count)
+    knobs = {name: value for name, value in knobs.items() if value is not None}  # None: LMDeploy's own default
     config_class = PytorchEngineConfig if engine == "lmdeploy" else TurbomindEngineConfig
     return config_class(**knobs)
 
@@ -153,6 +153,13 @@ class LMDeployEngine:
                                 gen_config=generation_config(settings or GenerationSettings()))
         answer = self._answer(response, time.perf_counter() - start)
         return answer, list(history or []) + [(question, answer.text)]
+
+    def kv_cache(self) -> dict | None:
+        """The KV cache LMDeploy's PyTorch engine allocated: blocks of ``block_size`` tokens (None for TurboMind,
+        which does not report it here)."""
+        config = self._pipe().backend_config
+        blocks, block_size = getattr(config, "num_gpu_blocks", 0), getattr(config, "block_size", 0)
+        return {"blocks": blocks, "block_size": block_size, "tokens": blocks * block_size} if blocks else None
 
     def close(self) -> None:
         """Stop LMDeploy's engine and give its weights and KV cache back to the GPU."""

@@ -6,10 +6,9 @@ Run as a server (``serving.serve_openai`` starts it for you):
 
     python -m course_utils.engines.openai_app MODEL_DIR --server-name 127.0.0.1 --server-port 23333
 
-Malformed requests get OpenAI-style JSON errors (``{"error": {"message", "type", "param", "code"}}``), never a 500.
+Images take the engine's tile limit (LMDeploy's per-image ``max_dynamic_patch`` is ignored here). Malformed
+requests get OpenAI-style JSON errors (``{"error": {"message", "type", "param", "code"}}``), never a 500.
 """
-
-from __future__ import annotations
 
 import argparse
 import base64
@@ -22,6 +21,9 @@ import uuid
 from pathlib import Path
 from typing import Literal
 
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
 from .interface import GenerationSettings
@@ -137,10 +139,6 @@ def generation_settings(request: ChatCompletionRequest) -> GenerationSettings:
 
 def create_app(engine, model_name: str, api_keys: list[str] | None = None):
     """The FastAPI app serving ``engine`` under ``model_name``; ``api_keys``: bearer tokens it accepts (None: any)."""
-    from fastapi import Depends, FastAPI, Request
-    from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse, StreamingResponse
-
     app = FastAPI(title="InternVL2 course OpenAI-compatible server")
     lock = threading.Lock()  # one generation at a time: the model is not shared between threads
 

@@ -57,6 +57,8 @@ def port_is_free(host: str, port: int) -> bool:
     """Whether a server could bind ``host:port`` now."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # as servers do: connections of a stopped server (TIME_WAIT) do not block the port, a listener does
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError:
@@ -230,7 +232,7 @@ def serve_openai(model_path, backend: str = "auto", *, host: str = LOOPBACK, por
     app over the transformers engine for "transformers". ``api_keys`` (required for a non-loopback ``host``):
     bearer tokens the server accepts.
     """
-    from .interface import choose_backend
+    from .interface import choose_backend, warn_lmdeploy_only
 
     api_keys = [api_keys] if isinstance(api_keys, str) else (list(api_keys) if api_keys else None)
     check_bind(host, api_keys)
@@ -238,9 +240,10 @@ def serve_openai(model_path, backend: str = "auto", *, host: str = LOOPBACK, por
     port = choose_port(host, port)
     model_name = model_name or Path(model_path).name
     if backend == "transformers":
-        if cache_max_entry_count is not None or vision_batch_size is not None or tp != 1:
-            raise ValueError("cache_max_entry_count, vision_batch_size and tp are LMDeploy settings: the course's "
-                             "server runs the transformers engine")
+        if tp != 1:
+            raise ValueError("the course's server runs the transformers engine on one device (tp=1)")
+        warn_lmdeploy_only("the course's server", cache_max_entry_count=cache_max_entry_count,
+                           vision_batch_size=vision_batch_size)
         command = course_command(model_path, host, port, model_name=model_name, api_keys=api_keys, dtype=dtype,
                                  max_dynamic_patch=max_dynamic_patch, session_len=session_len,
                                  max_batch_size=max_batch_size)

@@ -1,46 +1,20 @@
 """The transformers backend: any InternVL2 folder (the course's code or OpenGVLab's remote code) through the model
-card's own API - ``model.chat`` for one question or a conversation, ``model.batch_chat`` for a batch - on the CPU
-or a GPU. Whatever makes those methods fast in the model code makes this engine fast.
+card's own API - the model's ``generate`` on the prompts ``model.chat`` builds, and the model card's streaming
+recipe - on the CPU or a GPU. Whatever makes the model's ``generate`` fast makes this engine fast.
 """
 
 from __future__ import annotations
 
 import time
-import warnings
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from transformers.generation.streamers import BaseStreamer
-
 from ..chat import chat_prompt, image_pixel_values, load_model, stream_chat
-from .interface import Answer, GenerationSettings, free_memory, open_image, place_image
+from .interface import Answer, GenerationSettings, free_memory, open_image, place_image, warn_lmdeploy_only
 
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 END_TOKEN = "<|im_end|>"  # InternLM2's end of turn: where model.chat and batch_chat stop
-LMDEPLOY_ONLY = ("cache_max_entry_count",)
-
-
-class TokenCounter(BaseStreamer):
-    """Counts each row's generated tokens before its end token, as generate() hands them out (LMDeploy does not
-    count the end token either)."""
-
-    def __init__(self, rows: int, end_token_id: int):
-        self.counts = [0] * rows
-        self.finished = [False] * rows
-        self.end_token_id = end_token_id
-        self.prompt_seen = False
-
-    def put(self, value):
-        if not self.prompt_seen:  # generate() first sends the prompt (empty here: the model passes embeddings)
-            self.prompt_seen = True
-            return
-        for row, token in enumerate(value.reshape(-1).tolist()):
-            self.finished[row] = self.finished[row] or token == self.end_token_id
-            if not self.finished[row]:
-                self.counts[row] += 1
-
-    def end(self):
-        pass
+IMG_CONTEXT_TOKEN = "<IMG_CONTEXT>"
 
 
 def torch_dtype(dtype: str):
@@ -72,10 +46,8 @@ class TransformersEngine:
                  vision_batch_size: int | None = None):
         if tp != 1:
             raise ValueError("the transformers engine runs on one device (tp=1); tensor parallelism needs LMDeploy")
-        unused = [name for name, value in (("cache_max_entry_count", cache_max_entry_count),
-                                           ("vision_batch_size", vision_batch_size)) if value is not None]
-        if unused:
-            warnings.warn(f"{', '.join(unused)}: LMDeploy settings, unused by the transformers engine", stacklevel=3)
+        warn_lmdeploy_only("the transformers engine", cache_max_entry_count=cache_max_entry_count,
+                           vision_batch_size=vision_batch_size)
         for name, value in (("max_dynamic_patch", max_dynamic_patch), ("session_len", session_len),
                             ("max_batch_size", max_batch_size)):
             if value is not None and value < 1:
@@ -97,40 +69,41 @@ class TransformersEngine:
         return answer
 
     def answer_batch(self, requests: Sequence[tuple], settings: GenerationSettings | None = None) -> list[Answer]:
-        """Answers in the order of ``requests``; ``max_batch_size`` requests per ``batch_chat`` call, and
-        text-only requests batched apart from those with an image (batch_chat takes one kind at a time)."""
+        """Answers in the order of ``requests``: ``max_batch_size`` requests (all by default) per ``generate``
+        call, left-padded as in ``batch_chat``; requests with and without an image can share a batch."""
         settings = settings or GenerationSettings()
         start = time.perf_counter()
-        answers: list[Answer | None] = [None] * len(requests)
-        groups = ([i for i, (image, _) in enumerate(requests) if image is not None],
-                  [i for i, (image, _) in enumerate(requests) if image is None])
+        answers = []
         step = self.max_batch_size or len(requests) or 1
-        for group in groups:
-            for first in range(0, len(group), step):
-                rows = group[first:first + step]
-                texts, counts = self._batch_chat([requests[i] for i in rows], settings)
-                seconds = time.perf_counter() - start
-                for row, text, count in zip(rows, texts, counts):
-                    answers[row] = Answer(text, count, seconds)
+        for first in range(0, len(requests), step):
+            chunk = requests[first:first + step]
+            turns = [self._turn(image, question, None) for image, question in chunk]
+            texts, counts = self._generate(turns, settings)
+            seconds = time.perf_counter() - start
+            answers += [Answer(text, count, seconds) for text, count in zip(texts, counts)]
         return answers
 
     def stream(self, image, question: str, settings: GenerationSettings | None = None,
                history: list[tuple[str, str]] | None = None) -> Iterator[str]:
+        """The model card's streaming recipe (``model.chat`` with a ``TextIteratorStreamer``)."""
         settings = settings or GenerationSettings()
-        pixel_values, question, config = self._prepare(image, question, history, settings)
+        pixel_values, question, prompt = self._turn(image, question, history)
+        config = self._config(settings, [len(self.tokenizer(prompt).input_ids)] if self.session_len else [])
         self._seed(settings)
         return stream_chat(self.model, self.tokenizer, pixel_values, question, config, history=history or None)
 
     def chat(self, image, question: str, history: list[tuple[str, str]] | None = None,
              settings: GenerationSettings | None = None) -> tuple[Answer, list[tuple[str, str]]]:
+        """One turn: the prompt ``model.chat`` builds for ``history`` + ``question``, answered by ``generate``."""
         settings = settings or GenerationSettings()
         start = time.perf_counter()
-        pixel_values, question, config = self._prepare(image, question, history, settings)
-        counter = TokenCounter(1, self.end_token_id)
-        self._seed(settings)
-        text, new_history = self.model.chat(self.tokenizer, pixel_values, question, dict(config, streamer=counter),
-                                            history=list(history) if history else None, return_history=True)
-        return Answer(text, counter.counts[0], time.perf_counter() - start), list(new_history)
+        turn = self._turn(image, question, history)
+        (text,), (count,) = self._generate([turn], settings)
+        return Answer(text, count, time.perf_counter() - start), list(history or []) + [(turn[1], text)]
+
+    def kv_cache(self) -> None:
+        """None: transformers grows each request's cache as it generates, nothing is reserved in advance."""
+        return None
 
     def close(self) -> None:
         """Drop the model and tokenizer and give their memory back (GPU memory included)."""
@@ -138,52 +111,49 @@ class TransformersEngine:
         free_memory()
 
     # -- helpers ----------------------------------------------------------------------------------------------
-    def _check_open(self):
+    def _turn(self, image, question, history):
+        """One conversation turn: the image's tiles (or None), the question as the history stores it, the prompt."""
         if self.model is None:
             raise RuntimeError("this engine is closed: load_engine(...) again to use the model")
+        tiles = None if image is None else image_pixel_values(self.model, open_image(image), self.max_dynamic_patch)
+        question = place_image(question, history, tiles is not None)
+        prompt = chat_prompt(self.model, question, [] if tiles is None else [tiles.shape[0]], history or None)
+        return tiles, question, prompt
 
-    def _tiles(self, image):
-        return None if image is None else image_pixel_values(self.model, open_image(image), self.max_dynamic_patch)
-
-    def _prepare(self, image, question, history, settings):
-        """Tiles, the question with the image's place, and the generation config for one conversation turn."""
-        self._check_open()
-        pixel_values = self._tiles(image)
-        question = place_image(question, history, pixel_values is not None)
-        tiles = [] if pixel_values is None else [pixel_values.shape[0]]
-        max_new_tokens = self._max_new_tokens(settings, [chat_prompt(self.model, question, tiles, history or None)])
-        return pixel_values, question, self._config(settings, max_new_tokens)
-
-    def _batch_chat(self, requests, settings):
+    def _generate(self, turns, settings) -> tuple[list[str], list[int]]:
+        """The model's ``generate`` on the turns' left-padded prompts (every row continues from the last column):
+        each answer's text and its token count, both cut at the end token as ``model.chat`` cuts them."""
         import torch
 
-        self._check_open()
-        tiles = [self._tiles(image) for image, _ in requests]
-        with_images = tiles[0] is not None
-        num_patches = [t.shape[0] for t in tiles] if with_images else [0] * len(requests)
-        questions = [place_image(question, None, with_images) for _, question in requests]
-        prompts = [chat_prompt(self.model, q, [n] if with_images else []) for q, n in zip(questions, num_patches)]
-        counter = TokenCounter(len(requests), self.end_token_id)
-        config = dict(self._config(settings, self._max_new_tokens(settings, prompts)), streamer=counter)
+        tokenizer = self.tokenizer
+        padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"
+        try:
+            inputs = tokenizer([prompt for _, _, prompt in turns], return_tensors="pt", padding=True)
+        finally:
+            tokenizer.padding_side = padding_side
+        tiles = [t for t, _, _ in turns if t is not None]
+        config = self._config(settings, inputs["attention_mask"].sum(dim=1).tolist())
+        self.model.img_context_token_id = tokenizer.convert_tokens_to_ids(IMG_CONTEXT_TOKEN)  # as model.chat sets it
         self._seed(settings)
-        texts = self.model.batch_chat(self.tokenizer, torch.cat(tiles) if with_images else None, questions, config,
-                                      num_patches_list=num_patches)
-        return texts, counter.counts
+        output = self.model.generate(pixel_values=torch.cat(tiles) if tiles else None,
+                                     input_ids=inputs["input_ids"].to(self.model.device),
+                                     attention_mask=inputs["attention_mask"].to(self.model.device),
+                                     eos_token_id=self.end_token_id, **config)
+        rows = [row[:row.index(self.end_token_id)] if self.end_token_id in row else row for row in output.tolist()]
+        return [tokenizer.decode(row, skip_special_tokens=True).strip() for row in rows], [len(row) for row in rows]
 
-    def _max_new_tokens(self, settings, prompts) -> int:
-        """``settings.max_new_tokens``, cut so that the longest prompt plus its answer fits in ``session_len``."""
-        if self.session_len is None:
-            return settings.max_new_tokens
-        longest = max(len(self.tokenizer(prompt).input_ids) for prompt in prompts)
-        if longest >= self.session_len:
-            raise ValueError(f"the prompt is {longest} tokens (image tokens included) but session_len is "
-                             f"{self.session_len}: raise session_len, or use fewer tiles (max_dynamic_patch)")
-        return min(settings.max_new_tokens, self.session_len - longest)
-
-    def _config(self, settings, max_new_tokens):
+    def _config(self, settings, prompt_lengths):
+        """The generate() arguments; ``max_new_tokens`` cut so that the longest prompt and its answer fit in
+        ``session_len``."""
+        max_new_tokens = settings.max_new_tokens
+        if self.session_len is not None:
+            longest = max(prompt_lengths)
+            if longest >= self.session_len:
+                raise ValueError(f"the prompt is {longest} tokens (image tokens included) but session_len is "
+                                 f"{self.session_len}: raise session_len, or use fewer tiles (max_dynamic_patch)")
+            max_new_tokens = min(max_new_tokens, self.session_len - longest)
         pad = self.tokenizer.pad_token_id
-        return dict(generation_config(settings, max_new_tokens),
-                    pad_token_id=self.end_token_id if pad is None else pad)
+        return dict(generation_config(settings, max_new_tokens), pad_token_id=self.end_token_id if pad is None else pad)
 
     @staticmethod
     def _seed(settings):
