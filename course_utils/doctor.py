@@ -8,6 +8,7 @@ into decisions (which engine serves the model, where fine-tuning runs), and :fun
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import sys
@@ -19,7 +20,8 @@ from typing import Any, Mapping
 
 from huggingface_hub import constants as hf_constants
 
-from .paths import run_dir, synthetic_data_dir, tiny_model_dir
+from .errors import CourseError
+from .paths import DOWNLOAD_KEYWORD, is_hub_id, run_dir, synthetic_data_dir, tiny_model_dir
 
 PACKAGES = ("torch", "torchvision", "transformers", "lmdeploy", "xtuner", "peft", "deepspeed", "jupyterlab", "papermill")
 NOT_INSTALLED = "not installed"
@@ -57,12 +59,14 @@ class Report:
     torch_cuda_build: str | None
     gpus: tuple[Gpu, ...]
     engine: str
+    engine_reason: str
     training: str
     model: str
     data: str
     run_dir: str
     hf_token: str
     notes: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # what is wrong with MODEL_PATH / DATA_ROOT
 
     @property
     def cuda_available(self) -> bool:
@@ -133,13 +137,12 @@ def describe_hf_token(environ: Mapping[str, str], token_file: Path | None) -> st
     return "not found"
 
 
-def choose_engine(facts: Facts) -> str:
-    """The engine the lessons use to serve the model."""
-    if facts.gpus and facts.packages.get("lmdeploy"):
-        return "lmdeploy (GPU)"
-    if facts.gpus:
-        return "transformers (GPU)"
-    return "transformers (CPU)"
+def choose_engine(facts: Facts) -> tuple[str, str]:
+    """The engine ``backend="auto"`` serves the lessons' models with, labelled with its device, and why."""
+    from .engines import choose_backend
+
+    backend, reason = choose_backend(cuda=bool(facts.gpus), lmdeploy_installed=bool(facts.packages.get("lmdeploy")))
+    return f"{backend} ({'GPU' if facts.gpus else 'CPU'})", reason
 
 
 def choose_training(facts: Facts) -> str:
@@ -150,6 +153,52 @@ def choose_training(facts: Facts) -> str:
         zero = ", DeepSpeed ZeRO available" if facts.packages.get("deepspeed") else ""
         return f"XTuner on {len(facts.gpus)} GPU(s){zero}"
     return "XTuner on CPU (the tiny model only)"
+
+
+def model_path_problem(value: str) -> str | None:
+    """What is wrong with ``MODEL_PATH=value``, or None when it looks like an InternVL2 model folder or a hub id."""
+    path = Path(value).expanduser()
+    if not path.exists():
+        if is_hub_id(value):
+            return None  # transformers downloads it on first use
+        return (f"MODEL_PATH={value} does not exist: point it at a downloaded InternVL2 folder (e.g. InternVL2-2B) "
+                "or a hub id, or unset it for the embedded tiny model")
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        return f"MODEL_PATH={value} has no config.json: point it at the folder that holds InternVL2's config.json"
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        return f"MODEL_PATH={value}: config.json cannot be read ({error}); download the model again"
+    if not isinstance(config, dict) or config.get("model_type") != "internvl_chat":
+        found = config.get("model_type") if isinstance(config, dict) else None
+        return f"MODEL_PATH={value} is not an InternVL2 model (config.json model_type {found!r}, not 'internvl_chat')"
+    if not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
+        return f"MODEL_PATH={value} holds no weights (*.safetensors): the download is incomplete"
+    return None
+
+
+def data_root_problem(value: str) -> str | None:
+    """What is wrong with ``DATA_ROOT=value``, or None when it looks like FoodieQA (a folder, its zip, 'download')."""
+    import zipfile
+
+    from .foodieqa.layout import IMAGES_DIR, SIVQA_FILE, find_foodieqa_root
+
+    if value == DOWNLOAD_KEYWORD:
+        return None
+    path = Path(value).expanduser()
+    if not path.exists():
+        return (f"DATA_ROOT={value} does not exist: point it at the unzipped FoodieQA folder or FoodieQA.zip, set "
+                "it to 'download', or unset it for the synthetic FoodieQA")
+    if path.is_file():
+        return None if zipfile.is_zipfile(path) else f"DATA_ROOT={value} is a file but not a zip: give FoodieQA.zip"
+    root = find_foodieqa_root(path)
+    if root is None:
+        return (f"DATA_ROOT={value} holds no {SIVQA_FILE} (nor a FoodieQA/ folder with one): "
+                "is it the unzipped FoodieQA?")
+    if not (root / IMAGES_DIR).is_dir():
+        return f"DATA_ROOT={value} has {SIVQA_FILE} but no {IMAGES_DIR}/ folder: unzip the whole release"
+    return None
 
 
 def build_report(facts: Facts) -> Report:
@@ -166,19 +215,24 @@ def build_report(facts: Facts) -> Report:
         notes.append("GPU found but lmdeploy is not installed: lessons fall back to transformers; `make env` installs it.")
     if model_path and not facts.gpus:
         notes.append("MODEL_PATH is set but there is no GPU: real InternVL2 weights are slow on a CPU.")
+    engine, engine_reason = choose_engine(facts)
+    problems = [problem for problem in (model_path and model_path_problem(model_path),
+                                        data_root and data_root_problem(data_root)) if problem]
     return Report(
         python=facts.python,
         executable=facts.executable,
         versions=versions,
         torch_cuda_build=facts.torch_cuda_build,
         gpus=facts.gpus,
-        engine=choose_engine(facts),
+        engine=engine,
+        engine_reason=engine_reason,
         training=choose_training(facts),
         model=f"MODEL_PATH={model_path}" if model_path else f"embedded tiny InternVL2 ({tiny_model_dir()})",
         data=f"DATA_ROOT={data_root}" if data_root else f"embedded synthetic FoodieQA ({synthetic_data_dir()})",
         run_dir=str(run_dir()),
         hf_token=describe_hf_token(environ, facts.hf_token_file),
         notes=notes,
+        problems=problems,
     )
 
 
@@ -199,7 +253,7 @@ def format_report(report: Report) -> str:
         f"  GPU           {gpus}",
         "",
         "What runs where",
-        f"  serving       {report.engine}",
+        f"  serving       {report.engine}: {report.engine_reason}",
         f"  fine-tuning   {report.training}",
         f"  model         {report.model}",
         f"  data          {report.data}",
@@ -208,18 +262,23 @@ def format_report(report: Report) -> str:
     ]
     if report.notes:
         lines += ["", "Notes", *(f"  - {note}" for note in report.notes)]
+    if report.problems:
+        lines += ["", "Problems", *(f"  - {problem}" for problem in report.problems)]
     return "\n".join(lines)
 
 
 def check_requirements(report: Report, require_gpu: bool = False) -> None:
-    """Stop with a clear message when a lesson needs what this kernel lacks (torch; a GPU when asked for)."""
+    """Stop with a clear message when a lesson needs what this kernel lacks (torch; a GPU when asked for), or when
+    MODEL_PATH / DATA_ROOT point at something that is not an InternVL2 model / FoodieQA."""
+    if report.problems:
+        raise CourseError("; ".join(report.problems))
     if report.versions["torch"] == NOT_INSTALLED:
-        raise RuntimeError(
+        raise CourseError(
             f"torch is not installed for this kernel's python ({report.executable}). Run `make env` and start the "
             "lessons with `make lab`, which uses the course environment."
         )
     if require_gpu and not report.cuda_available:
-        raise RuntimeError(
+        raise CourseError(
             "require_gpu=True but torch sees no GPU. Check `nvidia-smi`, and that this kernel is the course env's "
             f"python ({report.executable}); or set require_gpu=False to use the CPU engine."
         )
@@ -236,5 +295,8 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _doctor_cli(args: argparse.Namespace) -> int:
-    print(format_report(doctor_report()))
-    return 0
+    report = doctor_report()
+    print(format_report(report))
+    for problem in report.problems:
+        print(f"error: {problem}", file=sys.stderr)
+    return 1 if report.problems else 0
