@@ -148,15 +148,18 @@ def describe_error(error: BaseException) -> str:
     return f"{name}: {first_line}" if first_line else name
 
 
-def run_lesson(notebook: Path, output_dir: Path, smoke: bool = True) -> LessonRun:
-    """Execute one lesson, catching its failure so that the others still run; figures recorded before a failure count."""
+def run_lesson(notebook: Path, output_dir: Path, smoke: bool = True, parameters: dict[str, Any] | None = None,
+               env: dict[str, str] | None = None) -> LessonRun:
+    """Execute one lesson, catching its failure so that the others still run; figures recorded before a failure count.
+
+    ``parameters`` and ``env`` are passed to :func:`execute_notebook` (e.g. a GPU run's ``require_gpu=True``)."""
     output_dir = course_folder(output_dir, EXECUTED_KIND, protected=[notebook.parent])  # before deleting in it
     executed = output_dir / notebook.name
     executed.unlink(missing_ok=True)  # figures of an earlier run must not pass for this run's
     start = time.perf_counter()
     error = None
     try:
-        execute_notebook(notebook, output_dir, smoke=smoke)
+        execute_notebook(notebook, output_dir, parameters=parameters, env=env, smoke=smoke)
     except Exception as exc:  # a failing lesson is reported in the summary, then fails the whole run
         error = describe_error(exc)
     figures = recorded_figures(executed) if executed.exists() else {}

@@ -59,6 +59,7 @@ class Report:
     torch_cuda_build: str | None
     gpus: tuple[Gpu, ...]
     engine: str
+    engine_reason: str
     training: str
     model: str
     data: str
@@ -136,13 +137,12 @@ def describe_hf_token(environ: Mapping[str, str], token_file: Path | None) -> st
     return "not found"
 
 
-def choose_engine(facts: Facts) -> str:
-    """The engine the lessons use to serve the model."""
-    if facts.gpus and facts.packages.get("lmdeploy"):
-        return "lmdeploy (GPU)"
-    if facts.gpus:
-        return "transformers (GPU)"
-    return "transformers (CPU)"
+def choose_engine(facts: Facts) -> tuple[str, str]:
+    """The engine ``backend="auto"`` serves the lessons' models with, labelled with its device, and why."""
+    from .engines import choose_backend
+
+    backend, reason = choose_backend(cuda=bool(facts.gpus), lmdeploy_installed=bool(facts.packages.get("lmdeploy")))
+    return f"{backend} ({'GPU' if facts.gpus else 'CPU'})", reason
 
 
 def choose_training(facts: Facts) -> str:
@@ -194,7 +194,8 @@ def data_root_problem(value: str) -> str | None:
         return None if zipfile.is_zipfile(path) else f"DATA_ROOT={value} is a file but not a zip: give FoodieQA.zip"
     root = find_foodieqa_root(path)
     if root is None:
-        return f"DATA_ROOT={value} holds no {SIVQA_FILE} (nor a FoodieQA/ folder with one): is it the unzipped FoodieQA?"
+        return (f"DATA_ROOT={value} holds no {SIVQA_FILE} (nor a FoodieQA/ folder with one): "
+                "is it the unzipped FoodieQA?")
     if not (root / IMAGES_DIR).is_dir():
         return f"DATA_ROOT={value} has {SIVQA_FILE} but no {IMAGES_DIR}/ folder: unzip the whole release"
     return None
@@ -214,6 +215,7 @@ def build_report(facts: Facts) -> Report:
         notes.append("GPU found but lmdeploy is not installed: lessons fall back to transformers; `make env` installs it.")
     if model_path and not facts.gpus:
         notes.append("MODEL_PATH is set but there is no GPU: real InternVL2 weights are slow on a CPU.")
+    engine, engine_reason = choose_engine(facts)
     problems = [problem for problem in (model_path and model_path_problem(model_path),
                                         data_root and data_root_problem(data_root)) if problem]
     return Report(
@@ -222,7 +224,8 @@ def build_report(facts: Facts) -> Report:
         versions=versions,
         torch_cuda_build=facts.torch_cuda_build,
         gpus=facts.gpus,
-        engine=choose_engine(facts),
+        engine=engine,
+        engine_reason=engine_reason,
         training=choose_training(facts),
         model=f"MODEL_PATH={model_path}" if model_path else f"embedded tiny InternVL2 ({tiny_model_dir()})",
         data=f"DATA_ROOT={data_root}" if data_root else f"embedded synthetic FoodieQA ({synthetic_data_dir()})",
@@ -250,7 +253,7 @@ def format_report(report: Report) -> str:
         f"  GPU           {gpus}",
         "",
         "What runs where",
-        f"  serving       {report.engine}",
+        f"  serving       {report.engine}: {report.engine_reason}",
         f"  fine-tuning   {report.training}",
         f"  model         {report.model}",
         f"  data          {report.data}",

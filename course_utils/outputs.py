@@ -8,8 +8,9 @@ through :func:`staged_output` (or, for a folder filled file by file, :func:`cour
 * a marker file (:data:`MARKER_FILE`) in each finished folder says that the course made it and of what kind;
 * an existing folder is replaced only when it is empty or a course output of the same kind; anything else is
   refused before any work, unless ``force=True``;
-* even with ``force``, the command's inputs (``protected``: a source dataset, a base model) and folders such as
-  the home directory or the course checkout are never replaced, nor any folder that holds one of them.
+* even with ``force``, the command's inputs (``protected``: a source dataset, a base model), the learner's
+  ``MODEL_PATH`` and ``DATA_ROOT``, and folders such as the home directory or the course checkout are never
+  replaced, nor any folder that holds one of them.
 """
 
 from __future__ import annotations
@@ -58,17 +59,27 @@ def _never_replaced() -> list[Path]:
     return [Path(Path.home().anchor), Path.home(), project_root()]
 
 
+def _configured_sources() -> list[str]:
+    """The learner's own model and data (``MODEL_PATH``, ``DATA_ROOT``): inputs of every lesson, so never outputs."""
+    from .paths import env_path
+
+    values = [env_path("MODEL_PATH"), env_path("DATA_ROOT")]
+    return [value for value in values if value and Path(value).expanduser().exists()]
+
+
 def _overlaps(target: Path, other: Path) -> bool:
     return target == other or target in other.parents or other in target.parents
 
 
-def check_output(target: str | Path, kind: str, force: bool = False, protected: Iterable[str | Path | None] = ()) -> Path:
+def check_output(
+    target: str | Path, kind: str, force: bool = False, protected: Iterable[str | Path | None] = ()
+) -> Path:
     """The resolved ``target`` if :func:`staged_output` may write it; :class:`OutputRefused` otherwise.
 
     Call it before any long work so that a refused folder costs the learner nothing.
     """
     target = Path(target).expanduser().resolve()
-    for source in filter(None, protected):
+    for source in [*filter(None, protected), *_configured_sources()]:
         source = Path(source).expanduser().resolve()
         if _overlaps(target, source):
             raise OutputRefused(
@@ -103,7 +114,9 @@ def _check_writable(target: Path) -> None:
     try:
         Path(tempfile.mkdtemp(prefix=f".{target.name}.probe-", dir=folder)).rmdir()
     except OSError as error:
-        raise PermissionError(f"cannot write in {folder} ({error.strerror}): choose an output folder you can write to") from error
+        raise PermissionError(
+            f"cannot write in {folder} ({error.strerror}): choose an output folder you can write to"
+        ) from error
 
 
 def _move_into_place(staging: Path, target: Path) -> None:

@@ -21,6 +21,7 @@ import html
 import io
 import json
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -400,7 +401,9 @@ class ModelSide:
             pieces.append(piece)
             yield piece
         answer = "".join(pieces)
-        tokens = len(self.tokenizer.encode(answer, add_special_tokens=False))
+        # Counted by encoding the text again; text decoded from a token that ends mid-character (shown as U+FFFD)
+        # encodes longer than it was written, and the model never writes more than max_new_tokens.
+        tokens = min(len(self.tokenizer.encode(answer, add_special_tokens=False)), settings.max_new_tokens)
         self.last_stats = AnswerStats(time.perf_counter() - start, tokens, len(pieces))
         self.history = next_history(self.history, question, answer.strip(), image is not None)
 
@@ -426,7 +429,7 @@ def conversation_html(history, question: str | None = None, partial: str = "", m
              for q, a in turns]
     if message:
         parts.append(f"<div class='course-message'><i>{html.escape(message)}</i></div>")
-    return "<div style='white-space: pre-wrap; min-height: 8em'>" + "".join(parts) + "</div>"
+    return "<div style='white-space: pre-wrap; line-height: 1.4; min-height: 8em'>" + "".join(parts) + "</div>"
 
 
 class Playground:
@@ -465,10 +468,11 @@ class Playground:
         self.presets = w.Dropdown(options=[("(preset questions)", ""), *[(q, q) for q in PRESET_QUESTIONS]],
                                   layout=w.Layout(width="100%"))
         self.presets.observe(self._on_preset, names="value")
-        self.max_new_tokens = w.IntSlider(64, min=1, max=1024, description="max new tokens")
-        self.temperature = w.FloatSlider(0.0, min=0.0, max=1.5, step=0.05, description="temperature")
-        self.top_p = w.FloatSlider(1.0, min=0.05, max=1.0, step=0.05, description="top-p")
-        self.max_tiles = w.IntSlider(6, min=1, max=MAX_TILES, description="max tiles")
+        label = {"style": {"description_width": "8em"}}
+        self.max_new_tokens = w.IntSlider(64, min=1, max=1024, description="max new tokens", **label)
+        self.temperature = w.FloatSlider(0.0, min=0.0, max=1.5, step=0.05, description="temperature", **label)
+        self.top_p = w.FloatSlider(1.0, min=0.05, max=1.0, step=0.05, description="top-p", **label)
+        self.max_tiles = w.IntSlider(6, min=1, max=MAX_TILES, description="max tiles", **label)
         self.max_tiles.observe(lambda _: self._guarded(self._update_preview), names="value")
         self.ask_button = w.Button(description="Ask", button_style="primary", icon="paper-plane")
         self.ask_button.add_class("course-playground-ask")
@@ -578,10 +582,10 @@ class Playground:
     def pick_image(self, source) -> None:
         """Use an image (path, bytes or PIL); a new picture starts new conversations. Bad input: PlaygroundError."""
         self.image, self.image_note = open_image(source)
-        for side in self.sides.values():
+        for name, side in self.sides.items():
             side.clear()
-        for name in SIDES:
             self._show(name)
+            self.stats[name].value = ""
         self._update_preview()
 
     def _show_folder(self) -> None:
@@ -639,6 +643,7 @@ class Playground:
         for name, side in self.sides.items():
             side.clear()
             self._show(name)
+            self.stats[name].value = ""
         self.status.value = ""
         return True
 
@@ -676,6 +681,11 @@ class Playground:
             return
         self._show(name)
         self.stats[name].value = html.escape(side.last_stats.summary())
+
+    def pane_text(self, side: str) -> str:
+        """What a pane shows, as plain text."""
+        lines = re.sub(r"<[^>]+>", "", re.sub(r"<br>|</div>", "\n", self.answers[side].value))  # text is escaped
+        return "\n".join(line for line in html.unescape(lines).splitlines() if line.strip())
 
     def _show(self, name: str, question: str | None = None, partial: str = "", message: str = "", history=None):
         history = self.sides[name].history if history is None else history

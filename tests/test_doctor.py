@@ -47,12 +47,14 @@ def test_without_a_gpu_lessons_use_transformers_on_the_cpu_and_the_report_says_s
     assert not report.cuda_available
     assert "no GPU: notebooks use the transformers CPU engine" in text
     assert "GPU           none" in text
+    assert "serving       transformers (CPU): no CUDA GPU: LMDeploy needs one" in text  # the auto choice, and why
 
 
 def test_a_gpu_with_lmdeploy_serves_with_lmdeploy():
     report = build_report(make_facts(gpus=[H100, H100]))
     text = format_report(report)
     assert report.engine == "lmdeploy (GPU)"
+    assert "CUDA GPU and LMDeploy found" in text
     assert report.training == "XTuner on 2 GPU(s), DeepSpeed ZeRO available"
     assert "NVIDIA H100 80GB HBM3 (79.1 GiB)" in text
     assert "no GPU" not in text

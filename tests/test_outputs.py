@@ -124,6 +124,18 @@ def test_an_input_is_never_written_even_with_force(tmp_path, where):
     assert sorted(p.name for p in source.iterdir()) == ["sivqa_tidy.json"]
 
 
+@pytest.mark.parametrize("variable", ["MODEL_PATH", "DATA_ROOT"])
+def test_the_learners_model_and_data_are_never_written_even_with_force(tmp_path, monkeypatch, variable):
+    source = tmp_path / "InternVL2-2B"
+    source.mkdir()
+    monkeypatch.setenv(variable, str(source))
+    for target in (source, source / "out", tmp_path):
+        with pytest.raises(OutputRefused, match="input"):
+            check_output(target, "dataset", force=True)
+    monkeypatch.setenv(variable, "OpenGVLab/InternVL2-2B")  # a hub id names no folder here
+    check_output(tmp_path / "out", "dataset")
+
+
 @pytest.mark.parametrize("folder", [Path.home(), project_root(), Path("/")])
 def test_home_checkout_and_root_are_never_replaced(folder):
     with pytest.raises(OutputRefused):

@@ -30,7 +30,7 @@ def test_the_base_pane_answered_with_the_models_greedy_answer(executed_notebook,
     pixels = image_pixel_values(model, Image.open(first.image).convert("RGB"), 6)
     expected = model.chat(tokenizer, pixels, first.question, dict(max_new_tokens=32, do_sample=False))
     assert figures["base_answer"] == expected
-    assert figures["base_answer_tokens"] == len(tokenizer.encode(expected, add_special_tokens=False)) > 0
+    assert figures["base_answer_tokens"] == min(len(tokenizer.encode(expected, add_special_tokens=False)), 32) > 0
     assert figures["base_tokens_per_second"] > 0
 
 

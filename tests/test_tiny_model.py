@@ -91,15 +91,3 @@ def test_xtuner_builds_lora_model_from_the_folder_and_trains_a_step(tiny_model_p
     assert all(g is not None and torch.isfinite(g).all() for g in grads.values())
     assert any(g.abs().sum() > 0 for name, g in grads.items() if "lora_B" in name)
     assert any(g.abs().sum() > 0 for name, g in grads.items() if ".mlp1." in name)
-
-
-def test_resolve_model_path_prefers_argument_then_environment_then_tiny(session_run_dir, tmp_path, monkeypatch):
-    from course_utils.paths import resolve_model_path
-
-    monkeypatch.delenv("MODEL_PATH", raising=False)
-    assert resolve_model_path() == str(ensure_tiny_model())
-    monkeypatch.setenv("MODEL_PATH", str(tmp_path))
-    assert resolve_model_path() == str(tmp_path.resolve())
-    assert resolve_model_path("OpenGVLab/InternVL2-2B") == "OpenGVLab/InternVL2-2B"
-    with pytest.raises(FileNotFoundError, match="MODEL_PATH"):
-        resolve_model_path(str(tmp_path / "missing" / "model"))

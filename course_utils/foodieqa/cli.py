@@ -16,7 +16,7 @@ FORCE_HELP = "replace OUT even if the course did not make it (never the source d
 def register_cli(subparsers: argparse._SubParsersAction) -> None:
     """Add the FoodieQA subcommands to the course's command line."""
     make = subparsers.add_parser("make-synthetic-foodieqa", help="draw a synthetic FoodieQA folder")
-    make.add_argument("out", help="folder to write (images/, sivqa_tidy.json, RULES.md); new, empty or made by this command")
+    make.add_argument("out", help="folder to write: new, empty or made by this command (images/, sivqa_tidy.json)")
     make.add_argument("--dishes", type=int, default=40, help="number of dishes (default 40)")
     make.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives identical files")
     make.add_argument("--images-per-dish", type=int, default=3, help="pictures per dish (default 3)")

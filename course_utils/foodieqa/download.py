@@ -142,7 +142,8 @@ def extract_foodieqa_zip(zip_path: str | Path, dest: str | Path | None = None, o
                 for member in tqdm(_safe_members(archive), desc="unzipping FoodieQA", unit="file"):
                     archive.extract(member, staging)
         except zipfile.BadZipFile as error:
-            raise FoodieQAFormatError(f"{zip_path} is not a valid zip ({error}); delete it and download again") from error
+            message = f"{zip_path} is not a valid zip ({error}); delete it and download again"
+            raise FoodieQAFormatError(message) from error
         found = sorted(staging.rglob(SIVQA_FILE), key=lambda p: len(p.parts))
         if not found:
             raise FoodieQAFormatError(f"{zip_path} holds no {SIVQA_FILE}: it is not a FoodieQA release")

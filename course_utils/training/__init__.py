@@ -1,0 +1,24 @@
+"""Lesson 04: LoRA fine-tuning with XTuner, launched from the notebook.
+
+* :mod:`.config` - the course's XTuner configs in ``configs/`` and what a job's config plans (steps, lr schedule);
+* :mod:`.launcher` - ``xtuner train`` in a subprocess: progress bar, live curve, peak memory, resume, real errors;
+* :mod:`.finetune` - runs in ``RUN_DIR/finetune/<run name>`` with their manifest, and the smoke-trained default;
+* :mod:`.xtuner_patches` - what XTuner needs on a CPU and on a GPU without DeepSpeed (loaded by the configs);
+* :mod:`.lora` - parameter counts of what LoRA trains and what stays frozen.
+"""
+
+from .config import LESSON_CONFIG, SMOKE_CONFIG, config_path, configs_dir, load_config, planned_steps, scheduled_lrs
+from .finetune import (
+    SMOKE_RUN_NAME, ensure_smoke_data, ensure_smoke_model, finetune, job_for, load_finetune_manifest, run_work_dir,
+)
+from .launcher import (
+    TrainingFailed, TrainingJob, TrainingRefused, TrainingResult, checkpoints, newest_checkpoint, train,
+    training_curve,
+)
+
+__all__ = [
+    "LESSON_CONFIG", "SMOKE_CONFIG", "SMOKE_RUN_NAME", "TrainingFailed", "TrainingJob", "TrainingRefused",
+    "TrainingResult", "checkpoints", "config_path", "configs_dir", "ensure_smoke_data", "ensure_smoke_model",
+    "finetune", "job_for", "load_config", "load_finetune_manifest", "newest_checkpoint", "planned_steps",
+    "run_work_dir", "scheduled_lrs", "train", "training_curve",
+]

@@ -1,0 +1,100 @@
+"""The course's XTuner configs (``configs/``) and what a job's config says: batch size, epochs, planned schedule.
+
+The configs are plain mmengine configs (string types, no imports) whose paths and a few run lengths come from
+environment variables (``{{$COURSE_MODEL_PATH:...}}``); :func:`load_config` reads one with a job's values, the
+way ``xtuner train`` will, without importing XTuner into the notebook.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+from ..paths import project_root
+
+SMOKE_CONFIG = "internvl2_tiny_smoke.py"
+LESSON_CONFIG = "internvl2_2b_lora_foodieqa.py"
+
+
+def configs_dir() -> Path:
+    return project_root() / "configs"
+
+
+def config_path(name: str) -> Path:
+    """A config of ``configs/`` by file name (or any existing path); FileNotFoundError naming the choices."""
+    path = Path(name)
+    if path.is_file():
+        return path.resolve()
+    path = configs_dir() / name
+    if not path.is_file():
+        known = ", ".join(sorted(p.name for p in configs_dir().glob("*.py")))
+        raise FileNotFoundError(f"no XTuner config {name!r}: give a path or one of {known}")
+    return path
+
+
+@contextmanager
+def _environment(values: dict[str, str]):
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def load_config(job):
+    """The job's config as mmengine reads it in the training process (the job's paths and run lengths filled in)."""
+    from mmengine.config import Config
+    from mmengine.logging import MMLogger
+
+    course_values = {k: v for k, v in job.environment().items() if k.startswith("COURSE_")}
+    logger = MMLogger.get_current_instance()
+    level = logger.level
+    logger.setLevel("WARNING")  # mmengine logs every variable it fills in; the training log keeps those lines
+    try:
+        with _environment(course_values):
+            return Config.fromfile(str(job.config), import_custom_modules=False)
+    finally:
+        logger.setLevel(level)
+
+
+def planned_steps(job) -> int:
+    """How many optimizer steps the job trains: epochs x ceil(samples / (batch x processes))."""
+    config = load_config(job)
+    return job.iters_per_epoch(config.train_dataloader.batch_size) * int(config.train_cfg.max_epochs)
+
+
+def scheduled_lrs(job) -> list[float]:
+    """The learning rate of every step (1-based position i-1) under the job's schedulers, without training.
+
+    Built with mmengine's own scheduler classes on a one-parameter optimizer, so a resumed run can be checked
+    against the schedule an uninterrupted run follows.
+    """
+    import torch
+    from mmengine.optim import build_optim_wrapper
+    from mmengine.registry import PARAM_SCHEDULERS
+
+    config = load_config(job)
+    epoch_length = job.iters_per_epoch(config.train_dataloader.batch_size)
+    optimizer_cfg = dict(config.optim_wrapper)
+    optimizer_cfg["type"] = "OptimWrapper"  # DeepSpeed's wrapper needs a DeepSpeed engine; the lr is the same
+    wrapper = build_optim_wrapper(torch.nn.Linear(1, 1), optimizer_cfg)
+    schedulers = []
+    for scheduler in config.param_scheduler:
+        scheduler = dict(scheduler)
+        if scheduler.pop("convert_to_iter_based", False):
+            cls = PARAM_SCHEDULERS.get(scheduler.pop("type"))
+            schedulers.append(cls.build_iter_from_epoch(wrapper.optimizer, epoch_length=epoch_length, **scheduler))
+        else:
+            schedulers.append(PARAM_SCHEDULERS.build(scheduler, default_args=dict(optimizer=wrapper.optimizer)))
+    lrs = []
+    for _ in range(epoch_length * int(config.train_cfg.max_epochs)):
+        lrs.append(wrapper.optimizer.param_groups[0]["lr"])
+        for scheduler in schedulers:
+            scheduler.step()
+    return lrs

@@ -1,0 +1,309 @@
+"""Lesson 04's launcher: ``xtuner train`` in a subprocess, with progress, a live curve, resume and real errors.
+
+:func:`train` runs XTuner's own training script (``python -m xtuner.tools.train``, what ``xtuner train`` runs)
+with the kernel's Python and that environment's ``bin/`` first on ``PATH``, so the subprocess sees the same
+packages as the notebook. While it trains:
+
+* progress and the live loss / learning-rate curve come from mmengine's scalar log
+  (``<work dir>/<timestamp>/vis_data/scalars.json``, one JSON line per logged step), not from the console text;
+* peak memory is the most the training processes held (resident memory on a CPU, mmengine's ``memory`` figure,
+  ``torch.cuda.max_memory_allocated``, on a GPU);
+* a failure raises :class:`TrainingFailed` with the last lines of XTuner's own log;
+* an interrupted run is resumed from its newest checkpoint with ``resume=True`` (the optimizer state is saved,
+  so the run continues at the next step with the scheduled learning rate).
+
+A work dir holding another run's checkpoints is refused unless the call says ``resume=True`` or ``fresh=True``.
+On a GPU the lesson trains as the original one did, with ``--deepspeed deepspeed_zero2``; several GPUs run
+through ``torchrun`` (``nproc_per_node``), exactly the command ``xtuner train`` builds from ``NPROC_PER_NODE``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..errors import CourseError
+from ..outputs import course_folder, is_course_output, staged_file
+from ..paths import project_root
+
+FINETUNE_KIND = "finetune-run"
+MANIFEST_FILE = "course-finetune.json"
+LOG_FILE = "xtuner-train.log"
+CHECKPOINT_PATTERN = re.compile(r"^iter_(\d+)\.pth$")
+ERROR_LINES = 25
+
+
+class TrainingFailed(CourseError):
+    """``xtuner train`` exited with an error; the message carries the end of its log."""
+
+
+class TrainingRefused(CourseError, ValueError):
+    """The work dir holds another run's checkpoints and the call did not say what to do with them."""
+
+
+@dataclass
+class TrainingJob:
+    """One fine-tuning run: what ``xtuner train`` is given (every path comes from here, never from the config)."""
+
+    config: Path  # an XTuner config in the repo's configs/
+    model_path: str  # base model folder (or hub id)
+    train_json: Path  # lesson 03's train.json
+    image_folder: Path  # where train.json's image paths start
+    work_dir: Path  # RUN_DIR/finetune/<run name>
+    max_epochs: int | None = None  # None: the config's value
+    save_steps: int | None = None
+    log_interval: int | None = None
+    deepspeed: str | None = None  # e.g. "deepspeed_zero2" (XTuner's name) or a DeepSpeed JSON file
+    nproc_per_node: int = 1  # GPUs on this machine; more than one runs through torchrun
+    extra_env: dict = field(default_factory=dict)
+
+    def environment(self) -> dict[str, str]:
+        """The subprocess's environment: this Python's bin/ first, the course importable, the job's paths."""
+        env = dict(os.environ)
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(project_root()), env.get("PYTHONPATH")]))
+        env["PYTHONUNBUFFERED"] = "1"
+        env["COURSE_MODEL_PATH"] = str(self.model_path)
+        env["COURSE_TRAIN_JSON"] = str(Path(self.train_json).resolve())
+        env["COURSE_IMAGE_FOLDER"] = str(Path(self.image_folder).resolve())
+        for name, value in (("COURSE_MAX_EPOCHS", self.max_epochs), ("COURSE_SAVE_STEPS", self.save_steps),
+                            ("COURSE_LOG_INTERVAL", self.log_interval)):
+            if value is not None:
+                env[name] = str(int(value))
+        env.update({key: str(value) for key, value in self.extra_env.items()})
+        return env
+
+    def command(self, resume_from: Path | None = None) -> list[str]:
+        """The training command: ``python -m xtuner.tools.train CONFIG --work-dir ...`` (torchrun for several GPUs)."""
+        if self.nproc_per_node < 1:
+            raise ValueError(f"nproc_per_node must be at least 1, got {self.nproc_per_node}")
+        args = [str(Path(self.config).resolve()), "--work-dir", str(Path(self.work_dir).resolve())]
+        if self.deepspeed:
+            args += ["--deepspeed", self.deepspeed]
+        if resume_from is not None:
+            args += ["--resume", str(resume_from)]
+        if self.nproc_per_node == 1:
+            return [sys.executable, "-m", "xtuner.tools.train", *args]
+        # what `NPROC_PER_NODE=N xtuner train ...` runs; called directly, its exit status is the training's
+        import xtuner.tools.train
+
+        port = os.environ.get("PORT", "29500")
+        return [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--node_rank=0",
+                f"--nproc_per_node={self.nproc_per_node}", "--master_addr=127.0.0.1", f"--master_port={port}",
+                xtuner.tools.train.__file__, *args, "--launcher", "pytorch"]
+
+    def iters_per_epoch(self, batch_size: int) -> int:
+        samples = len(json.loads(Path(self.train_json).read_text(encoding="utf-8")))
+        return math.ceil(samples / (batch_size * self.nproc_per_node))
+
+
+# ----------------------------------------------------------------------------------------------- the work dir
+def checkpoints(work_dir: str | Path) -> list[Path]:
+    """``iter_N.pth`` checkpoints in a work dir, oldest first (by N)."""
+    work_dir = Path(work_dir)
+    found = [(int(m.group(1)), p) for p in work_dir.glob("iter_*.pth") if (m := CHECKPOINT_PATTERN.match(p.name))]
+    return [path for _, path in sorted(found)]
+
+
+def newest_checkpoint(work_dir: str | Path) -> Path | None:
+    found = checkpoints(work_dir)
+    return found[-1] if found else None
+
+
+def checkpoint_step(path: str | Path) -> int:
+    match = CHECKPOINT_PATTERN.match(Path(path).name)
+    if match is None:
+        raise ValueError(f"{path} is not an XTuner checkpoint iter_N.pth")
+    return int(match.group(1))
+
+
+def scalar_logs(work_dir: str | Path) -> list[Path]:
+    """mmengine's ``scalars.json`` of every launch in a work dir, oldest first (timestamped folders sort by time)."""
+    return sorted(Path(work_dir).glob("*/vis_data/scalars.json"))
+
+
+def read_scalars(path: str | Path) -> list[dict]:
+    """The logged steps of one ``scalars.json`` (a line being written is skipped)."""
+    rows = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            continue
+    return rows
+
+
+def training_curve(work_dir: str | Path) -> list[dict]:
+    """Every logged step of a run, across its launches; a resumed launch replaces the steps it trains again."""
+    by_step: dict[int, dict] = {}
+    for path in scalar_logs(work_dir):
+        for row in read_scalars(path):
+            if "loss" in row:
+                by_step[int(row["step"])] = row
+    return [by_step[step] for step in sorted(by_step)]
+
+
+def prepare_work_dir(work_dir: str | Path, resume: bool, fresh: bool) -> Path | None:
+    """Check the work dir against the write rule; the checkpoint to resume from (None: start at step 0).
+
+    A work dir with checkpoints is refused unless ``resume`` (continue from the newest) or ``fresh`` (remove this
+    course run's checkpoints and logs, start again); a folder the course did not make is never touched.
+    """
+    if resume and fresh:
+        raise ValueError("resume=True continues the run in the work dir and fresh=True discards it: choose one")
+    work_dir = Path(work_dir)
+    existing = checkpoints(work_dir) if work_dir.is_dir() else []
+    if fresh and work_dir.is_dir() and is_course_output(work_dir, FINETUNE_KIND):
+        for child in work_dir.iterdir():
+            if child.name != ".course-output.json":
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+        existing = []
+    course_folder(work_dir, FINETUNE_KIND)  # refuses a foreign folder
+    if existing and not resume:
+        raise TrainingRefused(
+            f"{work_dir} already holds the checkpoints of a run (newest {existing[-1].name}): pass resume=True to "
+            "continue it, fresh=True to start again from step 0, or choose another run name"
+        )
+    if resume and not existing:
+        return None  # nothing to resume: a first launch
+    return existing[-1] if existing else None
+
+
+# ----------------------------------------------------------------------------------------------- running
+@dataclass
+class TrainingResult:
+    work_dir: Path
+    steps: int  # the last step trained
+    first_loss: float | None
+    final_loss: float | None
+    resumed_from_step: int | None  # the checkpoint's step, when this launch resumed
+    first_resumed_step: int | None  # the first step this launch logged, when it resumed
+    peak_memory_mb: float
+    seconds: float
+    checkpoint: Path | None
+    stopped_early: bool = False  # stopped by ``stop_after_step`` (a simulated interruption)
+
+    def to_dict(self) -> dict:
+        return {key: str(value) if isinstance(value, Path) else value for key, value in asdict(self).items()}
+
+
+def _process_tree_rss_mb(pid: int) -> float:
+    """Resident memory of a process and its children (dataloader workers), in MB."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        processes = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0.0
+    total = 0
+    for process in processes:
+        try:
+            total += process.memory_info().rss
+        except psutil.Error:
+            pass
+    return total / 2**20
+
+
+def _log_tail(log_path: Path, lines: int = ERROR_LINES) -> str:
+    text = log_path.read_text(encoding="utf-8", errors="replace") if log_path.is_file() else ""
+    kept = [line for line in text.splitlines() if line.strip()]
+    return "\n".join(kept[-lines:])
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """End the training process group (the trainer and its dataloader workers) and wait for it."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait()
+
+
+def train(
+    job: TrainingJob,
+    resume: bool = False,
+    fresh: bool = False,
+    total_steps: int | None = None,
+    stop_after_step: int | None = None,
+    progress: bool = True,
+    on_update=None,
+    poll_seconds: float = 0.5,
+) -> TrainingResult:
+    """Run ``xtuner train`` for ``job`` and wait for it; see the module docstring.
+
+    ``total_steps`` sizes the progress bar (see :func:`planned_steps`). ``stop_after_step`` kills the run as a
+    power cut would, once the checkpoint of that step is on disk (lesson 04 shows resuming with it).
+    ``on_update(curve)`` is called with the logged steps whenever new ones arrive (the lesson's live plot).
+    """
+    from tqdm.auto import tqdm
+
+    work_dir = Path(job.work_dir).resolve()
+    resume_from = prepare_work_dir(work_dir, resume=resume, fresh=fresh)
+    launches_before = set(scalar_logs(work_dir))
+    log_path = work_dir / LOG_FILE
+    start_step = checkpoint_step(resume_from) if resume_from else 0
+    bar = tqdm(total=total_steps, initial=start_step, desc="xtuner train", unit="step", disable=not progress)
+    started = time.monotonic()
+    peak_rss = 0.0
+    seen_rows = 0
+    stopped_early = False
+    with open(log_path, "a", encoding="utf-8") as log:
+        process = subprocess.Popen(job.command(resume_from), env=job.environment(), cwd=work_dir, stdout=log,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            while True:
+                finished = process.poll() is not None
+                peak_rss = max(peak_rss, _process_tree_rss_mb(process.pid))
+                new_logs = [p for p in scalar_logs(work_dir) if p not in launches_before]
+                rows = [r for r in read_scalars(new_logs[-1]) if "loss" in r] if new_logs else []
+                if len(rows) > seen_rows:
+                    bar.update(int(rows[-1]["step"]) - bar.n)
+                    bar.set_postfix(loss=f"{rows[-1]['loss']:.3f}", lr=f"{rows[-1]['lr']:.2e}")
+                    seen_rows = len(rows)
+                    if on_update is not None:
+                        on_update(training_curve(work_dir))
+                if stop_after_step is not None and (work_dir / f"iter_{stop_after_step}.pth").is_file():
+                    time.sleep(poll_seconds)  # let the checkpoint file be closed before the "power cut"
+                    _stop(process)
+                    stopped_early = True
+                    break
+                if finished:
+                    break
+                time.sleep(poll_seconds)
+        except BaseException:  # an interrupted cell stops the training too, and keeps its checkpoints
+            _stop(process)
+            bar.close()
+            raise
+    bar.close()
+    if not stopped_early and process.returncode != 0:
+        raise TrainingFailed(
+            f"xtuner train stopped with exit status {process.returncode}. The end of its log ({log_path}):\n"
+            f"{_log_tail(log_path)}"
+        )
+    new_logs = [p for p in scalar_logs(work_dir) if p not in launches_before]
+    launch_rows = [r for r in read_scalars(new_logs[-1]) if "loss" in r] if new_logs else []
+    curve = training_curve(work_dir)
+    gpu_memory = max((float(r.get("memory", 0)) for r in curve), default=0.0)
+    newest = newest_checkpoint(work_dir)
+    return TrainingResult(
+        work_dir=work_dir,
+        steps=checkpoint_step(newest) if newest else 0,
+        first_loss=curve[0]["loss"] if curve else None,
+        final_loss=curve[-1]["loss"] if curve else None,
+        resumed_from_step=start_step if resume_from else None,
+        first_resumed_step=int(launch_rows[0]["step"]) if resume_from and launch_rows else None,
+        peak_memory_mb=round(gpu_memory or peak_rss, 1),
+        seconds=round(time.monotonic() - started, 1),
+        checkpoint=newest,
+        stopped_early=stopped_early,
+    )

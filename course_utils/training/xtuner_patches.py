@@ -1,0 +1,156 @@
+"""What XTuner 0.2.0 needs to train on a CPU and on a GPU without DeepSpeed: every change in one module.
+
+The course's XTuner configs load this module through mmengine's ``custom_imports``, so it is imported by
+``xtuner train`` itself (in the training process, before the config is used) and nothing is ever copied into
+site-packages. Each adaptation answers a failure measured with the stock InternVL2 config:
+
+* ``torch.distributed.get_rank()`` without a process group raised "Default process group has not been
+  initialized" (XTuner's ``InternVL_V1_5._llm_forward`` calls it in a single-process run): answer rank 0;
+* resuming failed with "Weights only load failed ... HistoryBuffer" (torch >= 2.6 unpickles checkpoints with
+  ``weights_only=True``): the classes mmengine stores in a checkpoint are allow-listed, nothing else;
+* ``warmup_ratio * max_epochs`` rounded to 0 iterations on a short run ("end should be larger than begin"), and
+  a 1-iteration warmup never ramps up: :class:`WarmupLinearLR` / :class:`CosineAfterWarmupLR` make any
+  positive warmup at least 2 iterations;
+* :class:`CourseInternVL` is XTuner's ``InternVL_V1_5`` with two switches: float32 weights on a CPU (XTuner
+  loads bf16, which a CPU without bf16 instructions emulates slowly and which rounds away small updates) and
+  gradient checkpointing that can be turned off (it recomputes every forward pass: worth it for memory on a
+  GPU, pure cost for a tiny model on a CPU);
+* :class:`CourseInternVLDataset` is XTuner's ``InternVL_V1_5_Dataset`` with the image tiling and the system
+  message as arguments: XTuner takes the tiling from the model's config and uses InternLM2's system message,
+  while the model answers (``chat``/``batch_chat``, LMDeploy) with InternVL's own: train with the prompt you serve.
+
+The optimizer wrapper needs no code: the configs use mmengine's plain ``OptimWrapper`` (the stock fp16
+``AmpOptimWrapper`` fails on a CPU and, with XTuner's bf16 model, on a GPU), and ``--deepspeed`` replaces it.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from mmengine.optim.scheduler import CosineAnnealingLR, LinearLR
+from xtuner.dataset import InternVL_V1_5_Dataset
+from xtuner.dataset.internvl_dataset import total_image_token
+from xtuner.model import InternVL_V1_5
+
+from course_utils.internvl.conversation import INTERNVL_SYSTEM_MESSAGE
+
+
+
+# --------------------------------------------------------------------------------------- single process
+_distributed_get_rank = dist.get_rank
+
+
+def get_rank_or_zero(group=None) -> int:
+    """``torch.distributed.get_rank``, or 0 in a run without a process group (one process is rank 0)."""
+    if dist.is_available() and dist.is_initialized():
+        return _distributed_get_rank(group)
+    return 0
+
+
+def guard_get_rank() -> None:
+    dist.get_rank = get_rank_or_zero
+
+
+# --------------------------------------------------------------------------------------- resuming
+def mmengine_checkpoint_classes() -> list:
+    """What mmengine pickles into a checkpoint besides tensors (message hub buffers, numpy scalars/arrays)."""
+    from mmengine.logging import HistoryBuffer
+
+    numpy_core = np._core if hasattr(np, "_core") else np.core
+    return [
+        HistoryBuffer,
+        collections.OrderedDict,
+        np.ndarray,
+        np.dtype,
+        numpy_core.multiarray._reconstruct,
+        numpy_core.multiarray.scalar,
+        *{type(np.dtype(name)) for name in ("float64", "float32", "int64", "int32", "bool")},
+    ]
+
+
+def allow_mmengine_checkpoints() -> None:
+    torch.serialization.add_safe_globals(mmengine_checkpoint_classes())
+
+
+# --------------------------------------------------------------------------------------- warmup
+def warmup_iters(epochs: float, epoch_length: int) -> int:
+    """The warmup's end in iterations: a positive warmup lasts at least 2 (mmengine's ``LinearLR`` ramps over
+    ``end - begin - 1`` steps, so a 1-iteration warmup would stay at ``start_factor`` for the whole run)."""
+    return max(int(epochs * epoch_length), 2) if epochs > 0 else 0
+
+
+def epochs_to_iters(epochs: float, epoch_length: int) -> float:
+    return epochs if math.isinf(epochs) else int(epochs * epoch_length)
+
+
+class WarmupLinearLR(LinearLR):
+    """mmengine's ``LinearLR`` whose epoch-based ``end`` never rounds down to a warmup too short to ramp."""
+
+    @classmethod
+    def build_iter_from_epoch(cls, *args, begin=0, end=math.inf, by_epoch=True, epoch_length=None, **kwargs):
+        assert by_epoch and epoch_length, "only an epoch-based schedule is converted to iterations"
+        return cls(*args, begin=epochs_to_iters(begin, epoch_length), end=warmup_iters(end, epoch_length),
+                   by_epoch=False, **kwargs)
+
+
+class CosineAfterWarmupLR(CosineAnnealingLR):
+    """mmengine's ``CosineAnnealingLR`` that starts where :class:`WarmupLinearLR` ends."""
+
+    @classmethod
+    def build_iter_from_epoch(cls, *args, begin=0, end=math.inf, by_epoch=True, epoch_length=None, **kwargs):
+        assert by_epoch and epoch_length, "only an epoch-based schedule is converted to iterations"
+        return cls(*args, begin=warmup_iters(begin, epoch_length), end=epochs_to_iters(end, epoch_length),
+                   by_epoch=False, **kwargs)
+
+
+# --------------------------------------------------------------------------------------- model and data
+class CourseInternVL(InternVL_V1_5):
+    """XTuner's InternVL model; float32 on a CPU and optional gradient checkpointing (see the module docstring)."""
+
+    def __init__(self, *args, float32_on_cpu: bool = True, gradient_checkpointing: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        if float32_on_cpu and not torch.cuda.is_available():
+            self.model.float()  # in place: the parameters the optimizer will hold stay the same objects
+        if not gradient_checkpointing:
+            self.gradient_checkpointing_disable()
+
+
+class CourseInternVLDataset(InternVL_V1_5_Dataset):
+    """XTuner's InternVL dataset with the tiling (``max_dynamic_patch``, ``use_thumbnail``) and system message set here.
+
+    ``None`` keeps the model config's tiling; ``system_message=None`` keeps XTuner's (InternLM2's).
+    """
+
+    def __init__(self, *args, max_dynamic_patch: int | None = None, use_thumbnail: bool | None = None,
+                 system_message: str | None = INTERNVL_SYSTEM_MESSAGE, **kwargs):
+        super().__init__(*args, **kwargs)
+        old_image_tokens = [self._image_tokens(item) for item in self.data]
+        if max_dynamic_patch is not None:
+            self.max_dynamic_patch = max_dynamic_patch
+        if use_thumbnail is not None:
+            self.use_thumbnail = use_thumbnail
+        if system_message is not None:
+            self._system = system_message
+        # the length-grouped sampler reads these lengths: recount the image tokens under the new tiling
+        self.group_length = [length - old + self._image_tokens(item) if length > 0 else length
+                             for length, old, item in zip(self.group_length, old_image_tokens, self.data)]
+
+    def _image_tokens(self, item: dict) -> int:
+        """Image tokens XTuner's length estimate counts for one sample (0 for text only)."""
+        if item.get("image") is None:
+            return 0
+        if item.get("image_wh"):
+            wh = item["image_wh"][0] if isinstance(item["image_wh"][0], list) else item["image_wh"]
+            tiles = total_image_token(wh, self.min_dynamic_patch, self.max_dynamic_patch, self.image_size,
+                                      self.use_thumbnail)
+        else:
+            tiles = self.max_dynamic_patch + self.use_thumbnail
+        return self.patch_token * tiles
+
+
+guard_get_rank()
+allow_mmengine_checkpoints()

@@ -1,0 +1,47 @@
+"""Where the course reads and writes, and which model and data a lesson uses."""
+
+from __future__ import annotations
+
+import pytest
+
+from course_utils import paths
+from course_utils.paths import resolve_model_path
+from course_utils.tiny_model import ensure_tiny_model
+
+
+def test_resolve_model_path_prefers_argument_then_environment_then_tiny(session_run_dir, tmp_path, monkeypatch):
+    monkeypatch.delenv("MODEL_PATH", raising=False)
+    assert resolve_model_path() == str(ensure_tiny_model())
+    monkeypatch.setenv("MODEL_PATH", str(tmp_path))
+    assert resolve_model_path() == str(tmp_path.resolve())
+    assert resolve_model_path("OpenGVLab/InternVL2-2B") == "OpenGVLab/InternVL2-2B"
+    with pytest.raises(FileNotFoundError, match="MODEL_PATH"):
+        resolve_model_path(str(tmp_path / "missing" / "model"))
+    with pytest.raises(ValueError, match="model path is empty"):
+        resolve_model_path("  ")
+
+
+def test_every_default_output_lies_in_run_dir_and_lessons_in_the_checkout(tmp_path, monkeypatch):
+    monkeypatch.setenv("RUN_DIR", str(tmp_path / "run"))
+    run = (tmp_path / "run").resolve()
+    assert paths.run_dir() == run and run.is_dir()
+    expected = {
+        paths.tiny_model_dir: run / "models" / "tiny-internvl2",
+        paths.synthetic_data_dir: run / "data" / "synthetic-foodieqa",
+        paths.foodieqa_download_dir: run / "data" / "foodieqa",
+        paths.prepared_dir: run / "data" / "foodieqa-xtuner",
+        paths.finetune_dir: run / "finetune",
+        paths.evaluation_dir: run / "evaluation",
+        paths.notebook_dir: paths.project_root() / "notebooks",
+        paths.notebook_build_dir: paths.project_root() / "build" / "notebooks",
+    }
+    assert {function: function() for function in expected} == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "is_hub"),
+    [("OpenGVLab/InternVL2-2B", True), ("./InternVL2-2B", False), ("/models/InternVL2-2B", False),
+     ("models/", False), ("a/b/c", False)],
+)
+def test_hub_ids_are_told_from_paths(value, is_hub):
+    assert paths.is_hub_id(value) is is_hub
