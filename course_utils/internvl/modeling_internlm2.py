@@ -35,6 +35,13 @@ from transformers.modeling_utils import PreTrainedModel
 from .configuration_internlm2 import InternLM2Config
 
 
+# generation settings that ``InternLM2ForCausalLM.decode`` implements (``streamer`` is its own argument)
+DECODE_SETTINGS = {
+    "max_new_tokens", "do_sample", "temperature", "top_k", "top_p", "repetition_penalty", "eos_token_id",
+    "pad_token_id",
+}
+
+
 class InternLM2RMSNorm(nn.Module):
     def __init__(self, hidden_size, eps=1e-6):
         super().__init__()
@@ -434,10 +441,11 @@ class InternLM2ForCausalLM(InternLM2PreTrainedModel, GenerationMixin):
         written an end token or ``max_new_tokens`` tokens. ``cuda_graph``: replay each one-token step as a
         captured CUDA graph (default: on a CUDA device, in eval mode).
         """
+        unsupported = set(generation_kwargs) - DECODE_SETTINGS
+        if unsupported:
+            raise ValueError(f"decode does not implement {sorted(unsupported)}; use generate() for other settings")
         settings = copy.deepcopy(self.generation_config)
-        unknown = settings.update(**generation_kwargs)
-        if unknown:
-            raise ValueError(f"decode does not take {sorted(unknown)}; use generate() for other settings")
+        settings.update(**generation_kwargs)
         if not settings.max_new_tokens:
             raise ValueError("decode needs max_new_tokens")
         end_ids = settings.eos_token_id

@@ -15,17 +15,11 @@ from transformers.modeling_utils import PreTrainedModel
 from .configuration_internvl_chat import InternVLChatConfig
 from .conversation import get_conv_template
 from .modeling_intern_vit import InternVisionModel
-from .modeling_internlm2 import InternLM2ForCausalLM
+from .modeling_internlm2 import DECODE_SETTINGS, InternLM2ForCausalLM
 
 IMG_START_TOKEN = "<img>"
 IMG_END_TOKEN = "</img>"
 IMG_CONTEXT_TOKEN = "<IMG_CONTEXT>"
-
-# generate() settings that the language model's static-cache ``decode`` covers; any other goes to transformers
-DECODE_SETTINGS = {
-    "max_new_tokens", "do_sample", "temperature", "top_k", "top_p", "repetition_penalty", "eos_token_id",
-    "pad_token_id", "streamer",
-}
 
 
 def pixel_shuffle(features, scale_factor=0.5, version="v2"):
@@ -256,7 +250,7 @@ class InternVLChatModel(PreTrainedModel):
             embeds = self.merge_image_features(input_ids, pixel_values)
         else:
             embeds = self.language_model.get_input_embeddings()(input_ids)
-        if "max_new_tokens" in generate_kwargs and set(generate_kwargs) <= DECODE_SETTINGS:
+        if "max_new_tokens" in generate_kwargs and set(generate_kwargs) <= DECODE_SETTINGS | {"streamer"}:
             return self.language_model.decode(embeds, attention_mask, **generate_kwargs)
         return self.language_model.generate(
             inputs_embeds=embeds, attention_mask=attention_mask, use_cache=True, **generate_kwargs
