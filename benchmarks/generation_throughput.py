@@ -212,14 +212,17 @@ def course_rows(folder, attention, set_name, rows, code_label, repeats):
     return results
 
 
-def greedy_agreement(folder):
+def greedy_agreement(folder, dtype):
     """Do the fast path's greedy tokens equal transformers' generate() on the same model (bf16, batch of 32)?
 
     Three ways to the same answers: ``decode`` with CUDA graphs (what batch_chat runs), ``decode`` without
     graphs, and transformers' ``generate`` with its growing cache; rows identical, and where they differ, the
-    first position that differs (bf16 near-ties decided by different attention kernels).
+    first position that differs. Random weights give near-flat distributions where bf16 rounding decides
+    near-ties, so the same comparison between two attention kernels of ``generate`` itself (SDPA vs eager)
+    says how many rows any change of kernel moves.
     """
     model, tokenizer = load_course_model(folder, "sdpa")
+    model.to(getattr(torch, dtype))
     images, questions = requests_of("one_tile")
     tiles = tiles_of(model, images)
     model.img_context_token_id = tokenizer.convert_tokens_to_ids("<IMG_CONTEXT>")
@@ -232,14 +235,18 @@ def greedy_agreement(folder):
         graphs = lm.decode(embeds, ids.attention_mask, cuda_graph=on_gpu(), **settings())
         plain = lm.decode(embeds, ids.attention_mask, cuda_graph=False, **settings())
         reference = lm.generate(inputs_embeds=embeds, attention_mask=ids.attention_mask, **settings())
+        for layer in lm.model.layers:
+            layer.attention.backend = "eager"
+        eager_reference = lm.generate(inputs_embeds=embeds, attention_mask=ids.attention_mask, **settings())
 
     def compare(a, b):
         same = (a == b).all(dim=1)
         first = [int((row_a != row_b).nonzero()[0]) for row_a, row_b, ok in zip(a, b, same) if not ok]
         return dict(identical_rows=int(same.sum()), rows=len(a), first_differing_positions=first)
 
-    entry = dict(row="agreement", request_set="one_tile", batch_size=REQUESTS,
-                 graphs_vs_no_graphs=compare(graphs, plain), decode_vs_transformers_generate=compare(graphs, reference))
+    entry = dict(row="agreement", request_set="one_tile", batch_size=REQUESTS, dtype=dtype,
+                 graphs_vs_no_graphs=compare(graphs, plain), decode_vs_transformers_generate=compare(graphs, reference),
+                 generate_sdpa_vs_generate_eager=compare(reference, eager_reference))
     print(json.dumps(entry), flush=True)
     del model, embeds
     gc.collect()
@@ -334,7 +341,7 @@ def lmdeploy_rows(folder, set_name, knobs_list):
 LMDEPLOY_KNOBS = [
     ("defaults", {}, {}),
     ("vision batch 32", dict(session_len=8192, cache_max_entry_count=0.5), dict(max_batch_size=32)),
-    ("vision batch 32, prefill 16k tokens", dict(session_len=8192, cache_max_entry_count=0.5, max_batch_size=64,
+    ("vision batch 32, prefill 16k tokens", dict(session_len=8192, cache_max_entry_count=0.5, max_batch_size=32,
                                                  max_prefill_token_num=16384), dict(max_batch_size=32)),
 ]
 
@@ -350,7 +357,8 @@ def run(args):
     rows = set(args.rows.split(","))
     results = []
     if "agreement" in rows:
-        results += greedy_agreement(folder)
+        for dtype in args.agreement_dtypes.split(","):
+            results += greedy_agreement(folder, dtype)
     for attention in args.attention.split(","):
         if "profile" in rows:
             results += profile_decode_step(folder, attention, args.label)
@@ -359,7 +367,8 @@ def run(args):
                 results += course_rows(folder, attention, set_name, rows, args.label, args.repeats)
     if "d" in rows:
         for set_name in args.sets.split(","):
-            results += lmdeploy_rows(folder, set_name, LMDEPLOY_KNOBS)
+            knobs = [LMDEPLOY_KNOBS[int(i)] for i in args.lmdeploy_knobs.split(",")]
+            results += lmdeploy_rows(folder, set_name, knobs)
     versions = {"torch": torch.__version__, "transformers": __import__("transformers").__version__}
     try:
         versions["lmdeploy"] = __import__("lmdeploy").__version__
@@ -412,6 +421,8 @@ def main():
     run_parser = sub.add_parser("run", help="measure rows on this GPU and write them to --out")
     run_parser.add_argument("--rows", default="agreement,profile,a,b,sweep,d",
                             help="any of agreement,profile,a,b,sweep,d")
+    run_parser.add_argument("--agreement-dtypes", default="bfloat16,float32")
+    run_parser.add_argument("--lmdeploy-knobs", default="0,1,2", help="which LMDEPLOY_KNOBS entries (indices)")
     run_parser.add_argument("--requests", type=int, default=REQUESTS, help="requests per set (fewer: a quick check)")
     run_parser.add_argument("--sets", default="one_tile,photo_13_tiles")
     run_parser.add_argument("--attention", default="sdpa", help="sdpa, eager or both (comma-separated)")
