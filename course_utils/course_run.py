@@ -18,15 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .paths import project_root, run_dir
+from .errors import CourseError
+from .outputs import course_folder, staged_file
+from .paths import notebook_build_dir, notebook_dir, project_root, run_dir
 from .records import read_records
 
 SMOKE_PARAMETER = "smoke"
-
-
-def notebook_dir() -> Path:
-    """The folder of the numbered lesson notebooks."""
-    return project_root() / "notebooks"
+EXECUTED_KIND = "executed-notebooks"  # the outputs marker's kind
 
 
 def list_notebooks() -> list[Path]:
@@ -35,7 +33,9 @@ def list_notebooks() -> list[Path]:
 
 
 def find_notebook(name: str) -> Path:
-    """A lesson notebook by file name, stem or number prefix (``"03"``, ``"03_foodieqa_data"``)."""
+    """A lesson notebook by path, file name, stem or number prefix (``"03"``, ``"03_foodieqa_data"``)."""
+    if Path(name).suffix == ".ipynb" and Path(name).is_file():
+        return Path(name)
     matches = [p for p in list_notebooks() if p.name == name or p.stem == name or p.name.startswith(f"{name}_")]
     if len(matches) != 1:
         known = ", ".join(p.stem for p in list_notebooks())
@@ -57,25 +57,32 @@ def execute_notebook(
     kernel starts in the notebooks folder, as in JupyterLab, with this checkout on its ``PYTHONPATH``.
     """
     import papermill
+    from papermill.exceptions import PapermillExecutionError
 
-    source = Path(notebook) if Path(notebook).suffix == ".ipynb" else find_notebook(str(notebook))
-    output = Path(output_dir) / source.name
-    output.parent.mkdir(parents=True, exist_ok=True)
+    source = find_notebook(str(notebook))
+    folder = course_folder(output_dir, EXECUTED_KIND, protected=[source.parent])
     env = kernel_environment(env)
     saved_env = {key: os.environ.get(key) for key in env}
     os.environ.update(env)  # the kernel inherits this process's environment
+    failure = None
     try:
-        papermill.execute_notebook(
-            str(source), str(output), parameters=lesson_parameters(source, parameters, smoke), cwd=str(source.parent),
-            kernel_name="python3", progress_bar=False,
-        )
+        with staged_file(folder / source.name) as partial:
+            try:
+                papermill.execute_notebook(
+                    str(source), str(partial), parameters=lesson_parameters(source, parameters, smoke),
+                    cwd=str(source.parent), kernel_name="python3", progress_bar=False,
+                )
+            except PapermillExecutionError as error:
+                failure = error  # a complete record of a failed run: kept, it shows the failing cell
     finally:
         for key, value in saved_env.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-    return output
+    if failure is not None:
+        raise failure
+    return folder / source.name
 
 
 def kernel_environment(extra: dict[str, str] | None) -> dict[str, str]:
@@ -143,6 +150,7 @@ def describe_error(error: BaseException) -> str:
 
 def run_lesson(notebook: Path, output_dir: Path, smoke: bool = True) -> LessonRun:
     """Execute one lesson, catching its failure so that the others still run; figures recorded before a failure count."""
+    output_dir = course_folder(output_dir, EXECUTED_KIND, protected=[notebook.parent])  # before deleting in it
     executed = output_dir / notebook.name
     executed.unlink(missing_ok=True)  # figures of an earlier run must not pass for this run's
     start = time.perf_counter()
@@ -186,8 +194,8 @@ def run_course(output_dir: Path, lessons: list[str] | None = None, smoke: bool =
     """
     notebooks = [find_notebook(name) for name in lessons] if lessons else list_notebooks()
     if not notebooks:
-        print(f"error: no lesson notebooks in {notebook_dir()}", file=sys.stderr)
-        return 1
+        raise CourseError(f"no lesson notebooks (NN_name.ipynb) in {notebook_dir()}")
+    output_dir = course_folder(output_dir, EXECUTED_KIND, protected=[notebook_dir()])  # refused before any work
     print(f"RUN_DIR={run_dir()}")
     for line in build_embedded_defaults():
         print(f"  {line}")
@@ -210,7 +218,7 @@ def run_course(output_dir: Path, lessons: list[str] | None = None, smoke: bool =
 
 
 def register_cli(subparsers: argparse._SubParsersAction) -> None:
-    default_out = str(project_root() / "build" / "notebooks")
+    default_out = str(notebook_build_dir())
     full_help = "run with the lessons' own defaults instead of smoke mode"
 
     parser = subparsers.add_parser("run-notebook", help="execute one lesson notebook with papermill")
@@ -229,7 +237,14 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_notebook_cli(args: argparse.Namespace) -> int:
-    executed = execute_notebook(args.notebook, args.out, smoke=not args.full)
+    from papermill.exceptions import PapermillExecutionError
+
+    notebook = find_notebook(args.notebook)
+    try:
+        executed = execute_notebook(notebook, args.out, smoke=not args.full)
+    except PapermillExecutionError as error:
+        raise CourseError(f"{notebook.stem} failed: {describe_error(error)}; the executed copy in {args.out} "
+                          "shows the failing cell") from error
     print(f"executed: {executed}")
     for name, value in recorded_figures(executed).items():
         print(f"  {name}: {format_figure(value)}")

@@ -8,6 +8,7 @@ into decisions (which engine serves the model, where fine-tuning runs), and :fun
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import sys
@@ -19,7 +20,8 @@ from typing import Any, Mapping
 
 from huggingface_hub import constants as hf_constants
 
-from .paths import run_dir, synthetic_data_dir, tiny_model_dir
+from .errors import CourseError
+from .paths import DOWNLOAD_KEYWORD, is_hub_id, run_dir, synthetic_data_dir, tiny_model_dir
 
 PACKAGES = ("torch", "torchvision", "transformers", "lmdeploy", "xtuner", "peft", "deepspeed", "jupyterlab", "papermill")
 NOT_INSTALLED = "not installed"
@@ -63,6 +65,7 @@ class Report:
     run_dir: str
     hf_token: str
     notes: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # what is wrong with MODEL_PATH / DATA_ROOT
 
     @property
     def cuda_available(self) -> bool:
@@ -152,6 +155,51 @@ def choose_training(facts: Facts) -> str:
     return "XTuner on CPU (the tiny model only)"
 
 
+def model_path_problem(value: str) -> str | None:
+    """What is wrong with ``MODEL_PATH=value``, or None when it looks like an InternVL2 model folder or a hub id."""
+    path = Path(value).expanduser()
+    if not path.exists():
+        if is_hub_id(value):
+            return None  # transformers downloads it on first use
+        return (f"MODEL_PATH={value} does not exist: point it at a downloaded InternVL2 folder (e.g. InternVL2-2B) "
+                "or a hub id, or unset it for the embedded tiny model")
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        return f"MODEL_PATH={value} has no config.json: point it at the folder that holds InternVL2's config.json"
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        return f"MODEL_PATH={value}: config.json cannot be read ({error}); download the model again"
+    if not isinstance(config, dict) or config.get("model_type") != "internvl_chat":
+        found = config.get("model_type") if isinstance(config, dict) else None
+        return f"MODEL_PATH={value} is not an InternVL2 model (config.json model_type {found!r}, not 'internvl_chat')"
+    if not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
+        return f"MODEL_PATH={value} holds no weights (*.safetensors): the download is incomplete"
+    return None
+
+
+def data_root_problem(value: str) -> str | None:
+    """What is wrong with ``DATA_ROOT=value``, or None when it looks like FoodieQA (a folder, its zip, 'download')."""
+    import zipfile
+
+    from .foodieqa.layout import IMAGES_DIR, SIVQA_FILE, find_foodieqa_root
+
+    if value == DOWNLOAD_KEYWORD:
+        return None
+    path = Path(value).expanduser()
+    if not path.exists():
+        return (f"DATA_ROOT={value} does not exist: point it at the unzipped FoodieQA folder or FoodieQA.zip, set "
+                "it to 'download', or unset it for the synthetic FoodieQA")
+    if path.is_file():
+        return None if zipfile.is_zipfile(path) else f"DATA_ROOT={value} is a file but not a zip: give FoodieQA.zip"
+    root = find_foodieqa_root(path)
+    if root is None:
+        return f"DATA_ROOT={value} holds no {SIVQA_FILE} (nor a FoodieQA/ folder with one): is it the unzipped FoodieQA?"
+    if not (root / IMAGES_DIR).is_dir():
+        return f"DATA_ROOT={value} has {SIVQA_FILE} but no {IMAGES_DIR}/ folder: unzip the whole release"
+    return None
+
+
 def build_report(facts: Facts) -> Report:
     """Turn observed facts into the report, with notes that name the fix for anything missing."""
     environ = facts.environ
@@ -166,6 +214,8 @@ def build_report(facts: Facts) -> Report:
         notes.append("GPU found but lmdeploy is not installed: lessons fall back to transformers; `make env` installs it.")
     if model_path and not facts.gpus:
         notes.append("MODEL_PATH is set but there is no GPU: real InternVL2 weights are slow on a CPU.")
+    problems = [problem for problem in (model_path and model_path_problem(model_path),
+                                        data_root and data_root_problem(data_root)) if problem]
     return Report(
         python=facts.python,
         executable=facts.executable,
@@ -179,6 +229,7 @@ def build_report(facts: Facts) -> Report:
         run_dir=str(run_dir()),
         hf_token=describe_hf_token(environ, facts.hf_token_file),
         notes=notes,
+        problems=problems,
     )
 
 
@@ -208,18 +259,23 @@ def format_report(report: Report) -> str:
     ]
     if report.notes:
         lines += ["", "Notes", *(f"  - {note}" for note in report.notes)]
+    if report.problems:
+        lines += ["", "Problems", *(f"  - {problem}" for problem in report.problems)]
     return "\n".join(lines)
 
 
 def check_requirements(report: Report, require_gpu: bool = False) -> None:
-    """Stop with a clear message when a lesson needs what this kernel lacks (torch; a GPU when asked for)."""
+    """Stop with a clear message when a lesson needs what this kernel lacks (torch; a GPU when asked for), or when
+    MODEL_PATH / DATA_ROOT point at something that is not an InternVL2 model / FoodieQA."""
+    if report.problems:
+        raise CourseError("; ".join(report.problems))
     if report.versions["torch"] == NOT_INSTALLED:
-        raise RuntimeError(
+        raise CourseError(
             f"torch is not installed for this kernel's python ({report.executable}). Run `make env` and start the "
             "lessons with `make lab`, which uses the course environment."
         )
     if require_gpu and not report.cuda_available:
-        raise RuntimeError(
+        raise CourseError(
             "require_gpu=True but torch sees no GPU. Check `nvidia-smi`, and that this kernel is the course env's "
             f"python ({report.executable}); or set require_gpu=False to use the CPU engine."
         )
@@ -236,5 +292,8 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _doctor_cli(args: argparse.Namespace) -> int:
-    print(format_report(doctor_report()))
-    return 0
+    report = doctor_report()
+    print(format_report(report))
+    for problem in report.problems:
+        print(f"error: {problem}", file=sys.stderr)
+    return 1 if report.problems else 0

@@ -1,10 +1,13 @@
-"""Where the course reads and writes: every default path is decided here and nowhere else.
+"""Where the course reads and writes: every default path, and which model and data a lesson uses, decided here.
 
 Environment variables override the defaults:
 
 * ``RUN_DIR``    - folder for everything the lessons produce (default: ``<project>/runs``)
 * ``MODEL_PATH`` - a real InternVL2 model folder or hub id (default: the embedded tiny model)
-* ``DATA_ROOT``  - an unzipped FoodieQA folder (default: the embedded synthetic FoodieQA)
+* ``DATA_ROOT``  - an unzipped FoodieQA folder, ``FoodieQA.zip`` or ``download`` (default: the synthetic FoodieQA)
+
+Under ``RUN_DIR``: ``models/`` (the tiny model), ``data/`` (synthetic, downloaded, unzipped and prepared
+FoodieQA), ``finetune/`` (lesson 04's runs) and ``evaluation/`` (lesson 05's results).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from pathlib import Path
 
 TINY_MODEL_NAME = "tiny-internvl2"
 SYNTHETIC_DATA_NAME = "synthetic-foodieqa"
+DOWNLOAD_KEYWORD = "download"  # DATA_ROOT=download fetches the gated FoodieQA
 
 
 def project_root() -> Path:
@@ -35,6 +39,16 @@ def env_path(name: str) -> str | None:
     return value or None
 
 
+def notebook_dir() -> Path:
+    """The folder of the numbered lesson notebooks."""
+    return project_root() / "notebooks"
+
+
+def notebook_build_dir() -> Path:
+    """Where ``run-notebook`` and ``run-course`` put the executed lessons by default."""
+    return project_root() / "build" / "notebooks"
+
+
 def tiny_model_dir() -> Path:
     """Where the embedded tiny InternVL2 model is built."""
     return run_dir() / "models" / TINY_MODEL_NAME
@@ -43,3 +57,81 @@ def tiny_model_dir() -> Path:
 def synthetic_data_dir() -> Path:
     """Where the embedded synthetic FoodieQA is built."""
     return run_dir() / "data" / SYNTHETIC_DATA_NAME
+
+
+def foodieqa_download_dir() -> Path:
+    """Where FoodieQA zips (downloaded or given as ``DATA_ROOT``) are unzipped, one folder per zip content."""
+    return run_dir() / "data" / "foodieqa"
+
+
+def prepared_dir() -> Path:
+    """Where lesson 03 writes the converted data (XTuner's format) by default."""
+    return run_dir() / "data" / "foodieqa-xtuner"
+
+
+def finetune_dir() -> Path:
+    """Where lesson 04's fine-tuning runs live, one folder per run."""
+    return run_dir() / "finetune"
+
+
+def evaluation_dir() -> Path:
+    """Where lesson 05 writes converted models' results."""
+    return run_dir() / "evaluation"
+
+
+def resolve_model_path(model_path: str | Path | None = None) -> str:
+    """The model a lesson uses: ``model_path``, else ``$MODEL_PATH``, else the embedded tiny model (built if needed).
+
+    A local folder or a hub id (``OpenGVLab/InternVL2-2B``, downloaded by transformers) are both accepted.
+    """
+    if model_path is not None and not str(model_path).strip():
+        raise ValueError("the model path is empty: give an InternVL2 folder or hub id, or None for the default model")
+    chosen = model_path or env_path("MODEL_PATH")
+    if chosen is None:
+        from .tiny_model import ensure_tiny_model
+
+        return str(ensure_tiny_model())
+    if Path(chosen).expanduser().exists():
+        return str(Path(chosen).expanduser().resolve())
+    if is_hub_id(str(chosen)):
+        return str(chosen)
+    raise FileNotFoundError(f"model folder {chosen} does not exist: set MODEL_PATH to an InternVL2 folder or hub id, "
+                            "or leave it unset for the embedded tiny model")
+
+
+def is_hub_id(value: str) -> bool:
+    """Whether ``value`` reads as a Hugging Face hub id (``owner/name``) rather than a local path."""
+    return value.count("/") == 1 and not value.startswith((".", "/", "~")) and not value.endswith("/")
+
+
+def resolve_data_root(data_root: str | Path | None = None) -> Path:
+    """The FoodieQA folder a lesson uses: ``data_root``, else ``$DATA_ROOT``, else the synthetic FoodieQA (built).
+
+    A data root may be an unzipped folder (or the folder holding its ``FoodieQA/``), a downloaded ``FoodieQA.zip``
+    (unzipped once per zip content), or the word ``download`` (fetch the gated dataset with your Hugging Face
+    token). An empty one is an error: leave it unset (None) for the synthetic FoodieQA.
+    """
+    from .foodieqa.defaults import ensure_synthetic_foodieqa
+    from .foodieqa.download import download_foodieqa, extract_foodieqa_zip
+    from .foodieqa.layout import SIVQA_FILE, find_foodieqa_root
+
+    if data_root is not None and not str(data_root).strip():
+        raise ValueError("the data root is empty: give a FoodieQA folder, FoodieQA.zip or 'download', "
+                         "or leave DATA_ROOT unset for the synthetic FoodieQA")
+    value = data_root if data_root is not None else env_path("DATA_ROOT")
+    if value is None:
+        return ensure_synthetic_foodieqa()
+    if str(value).strip() == DOWNLOAD_KEYWORD:
+        return download_foodieqa()
+    path = Path(value).expanduser()
+    if path.suffix == ".zip" and path.is_file():
+        return extract_foodieqa_zip(path, foodieqa_download_dir())
+    root = find_foodieqa_root(path)
+    if root is None:
+        what = "does not exist" if not path.exists() else f"holds no {SIVQA_FILE} (nor a FoodieQA/ folder with one)"
+        raise FileNotFoundError(
+            f"DATA_ROOT {str(path)!r} {what}. Point it at the unzipped FoodieQA folder or at FoodieQA.zip, set it "
+            "to 'download' to fetch the gated dataset (`python -m course_utils download-foodieqa`), or leave it "
+            "unset for the synthetic FoodieQA."
+        )
+    return root

@@ -13,13 +13,16 @@ import argparse
 import hashlib
 import json
 import shutil
-import tempfile
 import time
+import warnings
 from pathlib import Path
 
-from .paths import env_path, tiny_model_dir
+from .errors import CourseError
+from .outputs import check_output, staged_output
+from .paths import tiny_model_dir
 
 BUILD_INFO_FILE = "course_build.json"
+MODEL_KIND = "built-model"  # the outputs marker's kind: an InternVL2 folder with random weights
 BUILDER_VERSION = 1  # bump when the folder layout written here changes, so stale default models are rebuilt
 
 SPECIAL_TOKENS = [
@@ -181,18 +184,38 @@ def copy_remote_code(model_dir: Path) -> None:
         shutil.copy2(SOURCE_DIR / name, Path(model_dir) / name)
 
 
-def build_model_dir(out: str | Path, preset: str = "tiny", seed: int = 0, device: str = "cpu") -> Path:
-    """Write a complete InternVL2 model folder for ``preset`` to ``out`` (replaced atomically) and return it."""
+def check_device(device: str) -> str:
+    """``device`` if torch can allocate there; a CourseError naming the fix otherwise (before any work)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch's notice about pynvml: nothing a learner can act on
+        import torch
+
+    try:
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError) as error:  # AssertionError: "Torch not compiled with CUDA enabled"
+        raise CourseError(f"cannot create weights on device {device!r} ({error}); use --device cpu") from error
+    return device
+
+
+def build_model_dir(
+    out: str | Path, preset: str = "tiny", seed: int = 0, device: str = "cpu", force: bool = False
+) -> Path:
+    """Write a complete InternVL2 model folder for ``preset`` to ``out`` and return it.
+
+    The folder appears only when complete (see :mod:`course_utils.outputs`); a folder the course did not make is
+    refused unless ``force``.
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    out = check_output(out, MODEL_KIND, force=force)
+    check_device(device)
     import torch
     from safetensors.torch import save_file
 
-    out = Path(out).resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer()
     config = build_config(preset, vocab_size=len(tokenizer))
     model = build_model(config, seed=seed, device=device).to(torch.bfloat16)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    try:
+    with staged_output(out, MODEL_KIND, force=force) as staging:
         # written directly: save_pretrained would import DeepSpeed (through accelerate) only to unwrap nothing
         config.save_pretrained(staging)
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, staging / "model.safetensors",
@@ -203,11 +226,6 @@ def build_model_dir(out: str | Path, preset: str = "tiny", seed: int = 0, device
         copy_remote_code(staging)
         build_info = {"preset": preset, "seed": seed, "fingerprint": remote_code_fingerprint()}
         (staging / BUILD_INFO_FILE).write_text(json.dumps(build_info, indent=2) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return out
 
 
@@ -228,37 +246,22 @@ def ensure_tiny_model() -> Path:
     return model_dir
 
 
-def resolve_model_path(model_path: str | Path | None = None) -> str:
-    """The model a lesson uses: ``model_path``, else ``$MODEL_PATH``, else the embedded tiny model (built if needed).
-
-    A local folder or a hub id (``OpenGVLab/InternVL2-2B``, downloaded by transformers) are both accepted.
-    """
-    chosen = model_path or env_path("MODEL_PATH")
-    if chosen is None:
-        return str(ensure_tiny_model())
-    if Path(chosen).expanduser().exists():
-        return str(Path(chosen).expanduser().resolve())
-    if str(chosen).count("/") == 1 and not str(chosen).startswith((".", "/", "~")):
-        return str(chosen)  # a hub id
-    raise FileNotFoundError(f"model folder {chosen} does not exist: set MODEL_PATH to an InternVL2 folder or hub id, "
-                            "or leave it unset for the embedded tiny model")
-
-
 def register_cli(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "make-tiny-model", help="build an InternVL2-format model folder with random weights (offline, seconds)"
     )
-    parser.add_argument("out", help="output folder (replaced)")
+    parser.add_argument("out", help="output folder (new, empty, or a model this command built earlier)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny",
                         help="tiny (CPU, default model of the lessons) or internvl2-2b (real shapes, for GPU benchmarks)")
     parser.add_argument("--device", default="cpu", help="where to initialise the weights (cuda is faster for internvl2-2b)")
+    parser.add_argument("--force", action="store_true", help="replace OUT even if the course did not make it")
     parser.set_defaults(handler=_make_tiny_model_cli)
 
 
 def _make_tiny_model_cli(args: argparse.Namespace) -> int:
     start = time.perf_counter()
-    out = build_model_dir(args.out, preset=args.preset, seed=args.seed, device=args.device)
+    out = build_model_dir(args.out, preset=args.preset, seed=args.seed, device=args.device, force=args.force)
     size_mb = sum(f.stat().st_size for f in out.iterdir()) / 2**20
     print(f"built {args.preset} InternVL2 model in {out} ({size_mb:.1f} MB, {time.perf_counter() - start:.1f} s)")
     return 0

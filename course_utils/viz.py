@@ -1,10 +1,19 @@
-"""Pictures for lesson 01: multimodal architecture families, InternVL2's parts, and dynamic tiling."""
+"""Pictures for lesson 01: multimodal architecture families, InternVL2's parts, and dynamic tiling.
+
+Every drawing function returns a ``matplotlib.figure.Figure`` made without pyplot, so a notebook shows it exactly
+once (as the cell's value) and nothing stays open in pyplot's global state.
+"""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from PIL import Image
 
 from .internvl.preprocessing import choose_grid, dynamic_preprocess
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 # Four ways to build a multimodal LLM, each as boxes (label, x, y) and arrows (from, to) on a 10x6 canvas.
 ARCHITECTURE_FAMILIES = {
@@ -29,11 +38,12 @@ ARCHITECTURE_FAMILIES = {
 }
 
 
-def draw_architecture_families():
+def draw_architecture_families() -> Figure:
     """A 2x2 figure of the four families of multimodal models, as box-and-arrow sketches."""
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
-    figure, axes = plt.subplots(2, 2, figsize=(11, 7))
+    figure = Figure(figsize=(11, 7))
+    axes = figure.subplots(2, 2)
     for ax, (title, (boxes, arrows)) in zip(axes.flat, ARCHITECTURE_FAMILIES.items()):
         ax.set_xlim(-0.5, 8.5)
         ax.set_ylim(-0.3, 6)
@@ -50,20 +60,12 @@ def draw_architecture_families():
     return figure
 
 
-def component_parameter_counts(model) -> dict[str, int]:
-    """Parameters of InternVL2's three parts: the ViT, the projector ``mlp1`` and the LLM."""
-    return {
-        "vision_model": sum(p.numel() for p in model.vision_model.parameters()),
-        "mlp1": sum(p.numel() for p in model.mlp1.parameters()),
-        "language_model": sum(p.numel() for p in model.language_model.parameters()),
-    }
-
-
-def plot_component_parameters(counts_by_model: dict[str, dict[str, int]]):
+def plot_component_parameters(counts_by_model: dict[str, dict[str, int]]) -> Figure:
     """Stacked horizontal bars: how each model's parameters split between ViT, projector and LLM."""
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
-    figure, ax = plt.subplots(figsize=(9, 1.2 + 0.7 * len(counts_by_model)))
+    figure = Figure(figsize=(9, 1.2 + 0.7 * len(counts_by_model)))
+    ax = figure.subplots()
     colours = {"vision_model": "#4a6fa5", "mlp1": "#e39c3b", "language_model": "#5b9e6b"}
     for row, (name, counts) in enumerate(counts_by_model.items()):
         total, left = sum(counts.values()), 0.0
@@ -81,13 +83,13 @@ def plot_component_parameters(counts_by_model: dict[str, dict[str, int]]):
     return figure
 
 
-def draw_tiling(image: Image.Image, max_num: int = 12, image_size: int = 448, use_thumbnail: bool = True):
+def draw_tiling(image: Image.Image, max_num: int = 12, image_size: int = 448, use_thumbnail: bool = True) -> Figure:
     """The image with its tile grid drawn over it, next to the tiles (and thumbnail) the model sees."""
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     columns, rows = choose_grid(*image.size, 1, max_num, image_size)
     tiles = dynamic_preprocess(image, 1, max_num, image_size, use_thumbnail)
-    figure = plt.figure(figsize=(12, 4.5))
+    figure = Figure(figsize=(12, 4.5))
     grid = figure.add_gridspec(max(rows, 2), columns + 2 + columns)
     overview = figure.add_subplot(grid[:, : columns + 1])
     overview.imshow(image)

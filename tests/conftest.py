@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -16,13 +17,23 @@ def pytest_collection_modifyitems(items):
 
 
 @pytest.fixture(scope="session")
-def session_run_dir(tmp_path_factory) -> Path:
-    """A RUN_DIR for the whole test session, so the embedded model and data are built once."""
+def session_run_dir(tmp_path_factory) -> Iterator[Path]:
+    """A RUN_DIR for the whole test session, so the embedded model and data are built once.
+
+    MODEL_PATH and DATA_ROOT are unset meanwhile (tests use the embedded default, never a learner's real
+    weights); all three variables are restored at the end of the session.
+    """
     path = tmp_path_factory.mktemp("run")
+    saved = {name: os.environ.get(name) for name in ("RUN_DIR", "MODEL_PATH", "DATA_ROOT")}
     os.environ["RUN_DIR"] = str(path)
     for name in ("MODEL_PATH", "DATA_ROOT"):
-        os.environ.pop(name, None)  # tests use the embedded default, never a learner's real weights
-    return path
+        os.environ.pop(name, None)
+    yield path
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture(scope="session")
@@ -59,3 +70,24 @@ def tiny_model_and_tokenizer(tiny_model_path):
     model = AutoModel.from_pretrained(tiny_model_path, trust_remote_code=True, torch_dtype=torch.float32).eval()
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_path, trust_remote_code=True)
     return model, tokenizer
+
+
+@pytest.fixture
+def refuse_writes_in(monkeypatch):
+    """``refuse_writes_in(folder)``: making anything in ``folder`` fails as on a read-only disk.
+
+    Permission bits would not do: CI often runs as root, whom they do not stop.
+    """
+    import tempfile
+
+    real_mkdtemp = tempfile.mkdtemp
+
+    def refuse(folder: Path) -> None:
+        def mkdtemp(*args, dir=None, **kwargs):
+            if dir is not None and Path(dir).resolve() == Path(folder).resolve():
+                raise PermissionError(13, "Permission denied", str(dir))
+            return real_mkdtemp(*args, dir=dir, **kwargs)
+
+        monkeypatch.setattr(tempfile, "mkdtemp", mkdtemp)
+
+    return refuse

@@ -19,6 +19,7 @@ from course_utils.course_run import (
     lesson_parameters,
     run_course,
 )
+from course_utils.outputs import MARKER_FILE
 from course_utils.paths import project_root
 from course_utils.records import RECORD_MIME
 
@@ -112,13 +113,13 @@ def test_run_course_runs_every_lesson_then_fails_on_the_failing_one(tmp_path, mo
     assert "error: ValueError: tile size must be 448" in captured.out
     assert "1 of 2 lessons ran" in captured.out
     assert "1 lesson(s) failed: 01_broken" in captured.err
-    assert sorted(path.name for path in out.iterdir()) == ["00_fine.ipynb", "01_broken.ipynb"]
+    assert sorted(path.name for path in out.iterdir()) == [MARKER_FILE, "00_fine.ipynb", "01_broken.ipynb"]
 
 
 def test_a_lesson_that_fails_before_running_shows_no_stale_figures(tmp_path, monkeypatch):
-    lesson = write_lesson(tmp_path, "05_evaluate", "smoke = False")
-    out = tmp_path / "executed"
-    out.mkdir()
+    (tmp_path / "lessons").mkdir()
+    lesson = write_lesson(tmp_path / "lessons", "05_evaluate", "smoke = False")
+    out = course_run.course_folder(tmp_path / "executed", course_run.EXECUTED_KIND)
     record = nbformat.v4.new_output("display_data", data={RECORD_MIME: {"name": "accuracy", "value": 1.0}})
     nbformat.write(new_notebook(cells=[new_code_cell("", outputs=[record])]), out / lesson.name)
 
@@ -128,3 +129,50 @@ def test_a_lesson_that_fails_before_running_shows_no_stale_figures(tmp_path, mon
     monkeypatch.setattr(course_run, "execute_notebook", no_kernel)
     run = course_run.run_lesson(lesson, out)
     assert (run.ok, run.figures, run.error) == (False, {}, "RuntimeError: No such kernel named python3")
+
+
+def test_an_interrupted_run_keeps_the_earlier_executed_copy_and_leaves_no_partial(tmp_path, monkeypatch):
+    import papermill
+
+    (tmp_path / "lessons").mkdir()
+    lesson = write_lesson(tmp_path / "lessons", "05_evaluate", "smoke = False")
+    out = course_run.course_folder(tmp_path / "executed", course_run.EXECUTED_KIND)
+    (out / lesson.name).write_text("earlier run")
+
+    def interrupted(source, output, **kwargs):
+        with open(output, "w") as partial:
+            partial.write("half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(papermill, "execute_notebook", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        course_run.execute_notebook(lesson, out)
+    assert sorted(p.name for p in out.iterdir()) == [MARKER_FILE, lesson.name]
+    assert (out / lesson.name).read_text() == "earlier run"
+
+
+@pytest.mark.parametrize("where", ["foreign", "notebooks"])
+def test_executed_lessons_never_go_into_a_foreign_folder_or_the_lessons_folder(tmp_path, monkeypatch, where):
+    from course_utils.outputs import OutputRefused
+
+    lesson = write_lesson(tmp_path, "05_evaluate", "smoke = False")
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep")
+    monkeypatch.setattr("papermill.execute_notebook", lambda *a, **k: pytest.fail("executed"))
+    with pytest.raises(OutputRefused):
+        course_run.execute_notebook(lesson, out if where == "foreign" else tmp_path)
+    assert (out / "notes.txt").read_text() == "keep" and not (tmp_path / MARKER_FILE).exists()
+
+
+def test_run_course_into_the_lessons_folder_is_refused_before_any_work(tmp_path, monkeypatch, capsys):
+    from course_utils.__main__ import main
+
+    lessons = tmp_path / "notebooks"
+    lessons.mkdir()
+    lesson = write_lesson(lessons, "00_fine", "smoke = False")
+    monkeypatch.setattr(course_run, "notebook_dir", lambda: lessons)
+    monkeypatch.setattr(course_run, "build_embedded_defaults", lambda: pytest.fail("built before checking --out"))
+    assert main(["run-course", "--out", str(lessons)]) == 1
+    assert "never writes into its own input" in capsys.readouterr().err
+    assert sorted(p.name for p in lessons.iterdir()) == [lesson.name]

@@ -20,6 +20,7 @@ from course_utils.doctor import (
     format_report,
     gather_facts,
 )
+from course_utils.errors import CourseError
 from course_utils.paths import project_root
 
 H100 = Gpu("NVIDIA H100 80GB HBM3", 79.1)
@@ -70,20 +71,22 @@ def test_missing_packages_read_not_installed_and_a_missing_torch_stops_the_lesso
     report = build_report(make_facts(packages={"xtuner": None, "torch": None}))
     assert "xtuner        not installed" in format_report(report)
     assert report.training == NOT_INSTALLED
-    with pytest.raises(RuntimeError, match="make env"):
+    with pytest.raises(CourseError, match="make env"):
         check_requirements(report)
 
 
 def test_require_gpu_stops_only_where_no_gpu_is_visible():
     check_requirements(build_report(make_facts()))
     check_requirements(build_report(make_facts(gpus=[H100])), require_gpu=True)
-    with pytest.raises(RuntimeError, match="require_gpu=True but torch sees no GPU"):
+    with pytest.raises(CourseError, match="require_gpu=True but torch sees no GPU"):
         check_requirements(build_report(make_facts()), require_gpu=True)
 
 
 def test_model_and_data_come_from_the_environment_and_blank_means_unset():
     report = build_report(make_facts(environ={"MODEL_PATH": "/models/InternVL2-2B", "DATA_ROOT": "  "}))
     assert report.model == "MODEL_PATH=/models/InternVL2-2B"
+    assert report.problems == ["MODEL_PATH=/models/InternVL2-2B does not exist: point it at a downloaded InternVL2 "
+                               "folder (e.g. InternVL2-2B) or a hub id, or unset it for the embedded tiny model"]
     assert report.data.startswith("embedded synthetic FoodieQA")
     assert "real InternVL2 weights are slow on a CPU" in format_report(report)
     assert build_report(make_facts()).model.startswith("embedded tiny InternVL2")
@@ -144,3 +147,54 @@ def test_lesson_00_records_the_setup_of_the_kernel_it_ran_in(executed_notebook):
     assert figures["transformers_version"] == metadata.version("transformers")
     assert figures["engine"] in ("lmdeploy (GPU)", "transformers (GPU)", "transformers (CPU)")
     assert (figures["engine"] == "transformers (CPU)") is not torch.cuda.is_available()
+
+
+def model_folder(root: Path, config: dict | str | None, weights: bool = True) -> Path:
+    folder = root / "model"
+    folder.mkdir()
+    if config is not None:
+        (folder / "config.json").write_text(config if isinstance(config, str) else json.dumps(config))
+    if weights:
+        (folder / "model.safetensors").write_bytes(b"")
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("config", "weights", "phrase"),
+    [
+        (None, True, "has no config.json"),
+        ("{broken", True, "config.json cannot be read"),
+        ({"model_type": "llama"}, True, "not an InternVL2 model (config.json model_type 'llama'"),
+        ({"model_type": "internvl_chat"}, False, "holds no weights"),
+    ],
+)
+def test_a_model_path_that_is_not_an_internvl2_folder_is_named(tmp_path, config, weights, phrase):
+    folder = model_folder(tmp_path, config, weights)
+    report = build_report(make_facts(environ={"MODEL_PATH": str(folder)}))
+    assert len(report.problems) == 1 and phrase in report.problems[0]
+    with pytest.raises(CourseError, match=phrase.split(" (")[0]):
+        check_requirements(report)
+
+
+def test_an_internvl2_folder_a_hub_id_and_foodieqa_pass(tmp_path):
+    folder = model_folder(tmp_path, {"model_type": "internvl_chat"})
+    data = tmp_path / "FoodieQA"
+    (data / "images").mkdir(parents=True)
+    (data / "sivqa_tidy.json").write_text("[]")
+    for environ in ({"MODEL_PATH": str(folder), "DATA_ROOT": str(tmp_path)}, {"MODEL_PATH": "OpenGVLab/InternVL2-2B"},
+                    {"DATA_ROOT": "download"}):
+        assert build_report(make_facts(environ=environ)).problems == []
+
+
+@pytest.mark.parametrize(
+    ("layout", "phrase"),
+    [({"notes.txt": "x"}, "holds no sivqa_tidy.json"), ({"sivqa_tidy.json": "[]"}, "no images/ folder"),
+     ({"FoodieQA.zip": "not a zip"}, "is a file but not a zip")],
+)
+def test_a_data_root_that_is_not_foodieqa_is_named(tmp_path, layout, phrase):
+    for name, text in layout.items():
+        (tmp_path / name).write_text(text)
+    value = tmp_path / "FoodieQA.zip" if "FoodieQA.zip" in layout else tmp_path
+    report = build_report(make_facts(environ={"DATA_ROOT": str(value)}))
+    assert len(report.problems) == 1 and phrase in report.problems[0]
+    assert f"  - {report.problems[0]}" in format_report(report)

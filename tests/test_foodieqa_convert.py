@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from course_utils.foodieqa import (
-    build_prompt, build_target, ensure_prepared_foodieqa, is_correct, load_manifest, load_sivqa,
+    format_question, build_target, ensure_prepared_foodieqa, is_correct, load_manifest, load_sivqa,
     make_synthetic_foodieqa, parse_reply, prepare_foodieqa, register_cli, resolve_data_root, split_by_dish,
 )
 from course_utils.foodieqa.convert import dish_groups
@@ -117,7 +117,7 @@ def test_replies_are_parsed_in_both_styles(reply, style, expected):
 
 def test_unknown_style_is_refused(source, tmp_path):
     record = load_sivqa(source)[0]
-    for call in (lambda: build_prompt(record, "chat"), lambda: build_target(record, "chat"),
+    for call in (lambda: format_question(record, "chat"), lambda: build_target(record, "chat"),
                  lambda: prepare_foodieqa(source, tmp_path, style="chat")):
         with pytest.raises(ValueError, match="mcq, original"):
             call()
@@ -143,8 +143,18 @@ def test_data_root_may_be_a_downloaded_zip(source, tmp_path, monkeypatch):
         for path in source.rglob("*"):
             zf.write(path, Path("FoodieQA") / path.relative_to(source))
     root = resolve_data_root(archive)
-    assert root == (tmp_path / "run" / "data" / "foodieqa" / "FoodieQA").resolve()
+    assert root.parent.parent == (tmp_path / "run" / "data" / "foodieqa").resolve()
+    assert root.parent.name.startswith("FoodieQA-") and root.name == "FoodieQA"  # unzipped once per zip content
     assert load_sivqa(root) == load_sivqa(source)
+    assert resolve_data_root(archive) == root
+
+
+def test_an_empty_data_root_is_an_error_not_the_synthetic_default(tmp_path, monkeypatch):
+    monkeypatch.setenv("RUN_DIR", str(tmp_path / "run"))
+    for empty in ("", "  "):
+        with pytest.raises(ValueError, match="data root is empty"):
+            resolve_data_root(empty)
+    assert not (tmp_path / "run" / "data").exists()
 
 
 def test_ensure_prepared_reuses_matching_data_and_redoes_other_settings(source, tmp_path, monkeypatch):

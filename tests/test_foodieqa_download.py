@@ -57,18 +57,24 @@ def test_downloads_the_zip_with_huggingface_hub_arguments_and_unzips_it(release_
 
     root = download_foodieqa(tmp_path / "data", downloader=downloader)
     assert calls == [{"repo_id": "lyan62/FoodieQA", "filename": "FoodieQA.zip", "repo_type": "dataset"}]
-    assert root == (tmp_path / "data" / "FoodieQA").resolve()
+    assert root.parent.parent == (tmp_path / "data").resolve() and root.name == "FoodieQA"
     assert len(load_sivqa(root)) == 3 * 3 * 4 and (root / "images" / "001_0.jpg").is_file()
-    assert not (tmp_path / "data" / ".unzipping").exists()
+    assert [p.name for p in (tmp_path / "data").iterdir()] == [root.parent.name]  # no staging left
 
 
-def test_an_unzipped_copy_is_reused_without_downloading(release_zip, tmp_path):
-    extract_foodieqa_zip(release_zip, tmp_path)
+def test_a_downloaded_copy_is_reused_without_downloading(release_zip, tmp_path):
+    first = download_foodieqa(tmp_path, downloader=lambda **kwargs: str(release_zip))
 
     def must_not_download(**kwargs):
         raise AssertionError("downloaded again")
 
-    assert download_foodieqa(tmp_path, downloader=must_not_download) == (tmp_path / "FoodieQA").resolve()
+    assert download_foodieqa(tmp_path, downloader=must_not_download) == first
+
+
+def test_a_zip_given_by_hand_is_not_taken_for_the_download(release_zip, tmp_path):
+    extract_foodieqa_zip(release_zip, tmp_path)
+    with pytest.raises(FoodieQADownloadError):
+        download_foodieqa(tmp_path, downloader=raiser(LocalEntryNotFoundError("not in the cache")))
 
 
 def raiser(error: Exception):
@@ -116,17 +122,17 @@ def test_data_root_download_keyword_fetches_the_release(monkeypatch, tmp_path, r
     monkeypatch.setenv("RUN_DIR", str(tmp_path / "run"))
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda **kwargs: str(release_zip))
     root = resolve_data_root("download")
-    assert root == (tmp_path / "run" / "data" / "foodieqa" / "FoodieQA").resolve()
+    assert root.parent.parent == (tmp_path / "run" / "data" / "foodieqa").resolve()
 
 
 def test_cli_download_prints_the_message_and_fails(monkeypatch, tmp_path, capsys, no_token):
+    from course_utils.__main__ import main
+
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
-    parser = argparse.ArgumentParser()
-    register_cli(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["download-foodieqa", "--dest", str(tmp_path / "data")])
-    assert args.handler(args) == 1
-    assert GET_ACCESS in capsys.readouterr().err
+    assert main(["download-foodieqa", "--dest", str(tmp_path / "data")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: Could not download FoodieQA") and GET_ACCESS in err
 
 
 @pytest.mark.parametrize(

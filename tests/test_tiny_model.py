@@ -94,7 +94,7 @@ def test_xtuner_builds_lora_model_from_the_folder_and_trains_a_step(tiny_model_p
 
 
 def test_resolve_model_path_prefers_argument_then_environment_then_tiny(session_run_dir, tmp_path, monkeypatch):
-    from course_utils.tiny_model import resolve_model_path
+    from course_utils.paths import resolve_model_path
 
     monkeypatch.delenv("MODEL_PATH", raising=False)
     assert resolve_model_path() == str(ensure_tiny_model())

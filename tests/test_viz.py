@@ -1,20 +1,14 @@
-"""Lesson 01's pictures and tables."""
+"""Lesson 01's pictures and tables: every drawing is a plain matplotlib Figure, none left open in pyplot."""
 
 import matplotlib
 
 matplotlib.use("Agg")
 
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 from PIL import Image
 
 from course_utils import viz
-from course_utils.tiny_model import build_config, build_model
-
-
-def test_component_counts_add_up_to_the_model():
-    model = build_model(build_config("tiny", vocab_size=100))
-    counts = viz.component_parameter_counts(model)
-    assert sum(counts.values()) == sum(p.numel() for p in model.parameters())
-    assert counts["mlp1"] == 256 * 2 + 256 * 128 + 128 + 128 * 128 + 128  # LayerNorm, Linear, Linear
 
 
 def test_tiling_figure_has_one_panel_per_tile_plus_overview_and_thumbnail():
@@ -33,3 +27,21 @@ def test_tiling_table_and_markdown():
 
 def test_architecture_families_figure_has_four_panels():
     assert len(viz.draw_architecture_families().axes) == 4
+
+
+def test_parameter_bars_split_each_model_into_its_three_parts():
+    figure = viz.plot_component_parameters({"a": {"vision_model": 3, "mlp1": 1, "language_model": 6},
+                                            "b": {"vision_model": 1, "mlp1": 1, "language_model": 2}})
+    widths = [round(bar.get_width(), 6) for bar in figure.axes[0].patches]
+    assert widths == [0.3, 0.1, 0.6, 0.25, 0.25, 0.5]
+
+
+def test_every_drawing_is_a_figure_outside_pyplot():
+    plt.close("all")
+    figures = [
+        viz.draw_architecture_families(),
+        viz.plot_component_parameters({"m": {"vision_model": 1, "mlp1": 1, "language_model": 1}}),
+        viz.draw_tiling(Image.new("RGB", (300, 200)), max_num=4, image_size=100),
+    ]
+    assert all(isinstance(figure, Figure) for figure in figures)
+    assert plt.get_fignums() == []  # a notebook shows each exactly once, as the cell's value

@@ -13,7 +13,6 @@ name never straddle the split. Output (default ``run_dir()/data/foodieqa-xtuner`
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import random
@@ -21,21 +20,18 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..paths import run_dir
-from .layout import SIVQA_FILE
-from .prompts import build_prompt, build_target, check_style
-from .validate import ValidationReport, answer_index, validate_foodieqa
+from ..outputs import check_output, staged_output
+from ..paths import prepared_dir
+from .layout import SIVQA_FILE, FoodieQAFormatError, answer_index, find_foodieqa_root, sha256_of
+from .prompts import build_target, check_style, format_question
+from .validate import ValidationReport, validate_foodieqa
 
 TRAIN_FILE = "train.json"
 TEST_FILE = "test.json"
 MANIFEST_FILE = "manifest.json"
 REPORT_FILE = "validation_report.json"
 IMAGE_TAG = "<image>"
-
-
-def prepared_dir() -> Path:
-    """Where lesson 03 writes the converted data by default."""
-    return run_dir() / "data" / "foodieqa-xtuner"
+PREPARED_KIND = "prepared-foodieqa"  # the outputs marker's kind
 
 
 def dish_groups(records: list[dict]) -> list[list[dict]]:
@@ -63,10 +59,16 @@ def dish_groups(records: list[dict]) -> list[list[dict]]:
     return list(groups.values())
 
 
+def check_test_fraction(test_fraction: float) -> float:
+    """``test_fraction`` if it is a share strictly between 0 and 1; ValueError otherwise."""
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction must be between 0 and 1 (e.g. 0.25), got {test_fraction}")
+    return test_fraction
+
+
 def split_by_dish(records: list[dict], test_fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
     """(train, test) records; about ``test_fraction`` of the dishes, spread evenly over cuisines, are held out."""
-    if not 0 < test_fraction < 1:
-        raise ValueError(f"test_fraction must be between 0 and 1, got {test_fraction}")
+    check_test_fraction(test_fraction)
     groups = dish_groups(records)
     if len(groups) < 2:
         raise ValueError(f"a held-out split needs at least 2 dishes, found {len(groups)}")
@@ -92,7 +94,7 @@ def to_xtuner_sample(record: dict, style: str, image_wh: tuple[int, int]) -> dic
         "image": record["food_meta"]["food_file"],
         "image_wh": list(image_wh),
         "conversations": [
-            {"from": "human", "value": f"{IMAGE_TAG}\n{build_prompt(record, style)}"},
+            {"from": "human", "value": f"{IMAGE_TAG}\n{format_question(record, style)}"},
             {"from": "gpt", "value": build_target(record, style)},
         ],
     }
@@ -105,7 +107,7 @@ def to_test_item(record: dict, style: str, image_wh: tuple[int, int]) -> dict:
         **to_xtuner_sample(record, style, image_wh),
         "question_id": record["question_id"],
         "style": style,
-        "prompt": build_prompt(record, style),
+        "prompt": format_question(record, style),
         "target": build_target(record, style),
         "question": record["question"],
         "choices": record["choices"],
@@ -117,10 +119,6 @@ def to_test_item(record: dict, style: str, image_wh: tuple[int, int]) -> dict:
         "food_name": meta["food_name"],
         "food_type": meta["food_type"],
     }
-
-
-def sha256_of(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _write_json(path: Path, data) -> None:
@@ -152,14 +150,21 @@ def prepare_foodieqa(
     test_fraction: float = 0.25,
     seed: int = 0,
     report: ValidationReport | None = None,
+    force: bool = False,
 ) -> PreparedFoodieQA:
-    """Validate ``src`` (or reuse its ``report``), split it by dish, and write train/test/report/manifest to ``out``."""
+    """Validate ``src`` (or reuse its ``report``), split it by dish, and write train/test/report/manifest to ``out``.
+
+    Every argument is checked before the images are: a wrong style, share or output folder costs nothing. The
+    output appears only when complete (see :mod:`course_utils.outputs`) and never inside ``src``.
+    """
     check_style(style)
-    src = Path(src).resolve()
+    check_test_fraction(test_fraction)
+    src = Path(src).expanduser().resolve()
     if report is not None and report.root != src:
         raise ValueError(f"the validation report is of {report.root}, not of {src}")
-    out = Path(out) if out is not None else prepared_dir()
-    out.mkdir(parents=True, exist_ok=True)
+    if find_foodieqa_root(src) != src:
+        raise FoodieQAFormatError(f"{src} holds no {SIVQA_FILE}: point it at an unzipped FoodieQA folder")
+    out = check_output(out if out is not None else prepared_dir(), PREPARED_KIND, force=force, protected=[src])
     report = report or validate_foodieqa(src)
     train_records, test_records = split_by_dish(report.valid_records, test_fraction, seed)
     size = report.image_sizes
@@ -196,11 +201,12 @@ def prepare_foodieqa(
         "train_dish_ids": dish_ids(train_records),
         "test_dish_ids": dish_ids(test_records),
     }
-    _write_json(out / TRAIN_FILE, train)
-    _write_json(out / TEST_FILE, test)
-    _write_json(out / REPORT_FILE, report.to_dict())
-    _write_json(out / MANIFEST_FILE, manifest)  # last: a manifest means the other files are complete
-    return PreparedFoodieQA(out.resolve(), manifest, report, train, test)
+    with staged_output(out, PREPARED_KIND, force=force, protected=[src]) as staging:
+        _write_json(staging / TRAIN_FILE, train)
+        _write_json(staging / TEST_FILE, test)
+        _write_json(staging / REPORT_FILE, report.to_dict())
+        _write_json(staging / MANIFEST_FILE, manifest)
+    return PreparedFoodieQA(out, manifest, report, train, test)
 
 
 def load_manifest(out: str | Path | None = None) -> dict:

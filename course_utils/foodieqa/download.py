@@ -3,22 +3,34 @@
 ``huggingface_hub`` does the download: it reads the token from ``HF_TOKEN`` or a prior ``huggingface-cli login``
 (this module never sees, prints or stores it), keeps the file in its cache and resumes an interrupted download
 on the next call. Each way it can fail (no token, access not granted, offline) ends in a message saying how to
-get access.
+get access. Whether huggingface.co can be reached is asked once per process, with one short connection: offline,
+the cache is used without the hub's retries, and the learner reads one message.
+
+Each zip is unzipped once into ``foodieqa_download_dir()/FoodieQA-<hash of its content>/``, so a different zip
+never reuses another's folder.
 """
 
 from __future__ import annotations
 
-import shutil
+import json
+import socket
+import urllib.request
 import zipfile
 from pathlib import Path, PurePosixPath
 from typing import Callable
+from urllib.parse import urlparse
 
-from ..paths import run_dir
-from .layout import RELEASE_DIR, SIVQA_FILE, FoodieQAFormatError, find_foodieqa_root
+from ..errors import CourseError
+from ..outputs import is_course_output, staged_output
+from ..paths import foodieqa_download_dir
+from .layout import RELEASE_DIR, SIVQA_FILE, FoodieQAFormatError, sha256_of
 
 FOODIEQA_REPO_ID = "lyan62/FoodieQA"
 FOODIEQA_ZIP = "FoodieQA.zip"
 DATASET_PAGE = f"https://huggingface.co/datasets/{FOODIEQA_REPO_ID}"
+UNZIPPED_KIND = "unzipped-foodieqa"  # the outputs marker's kind
+ZIP_SOURCE_FILE = "course_zip_source.json"  # in each unzipped folder: which zip, and where its release root is
+HUB_PROBE_SECONDS = 3.0
 
 HOW_TO_GET_ACCESS = (
     "FoodieQA is a gated dataset (licence CC-BY-NC-ND-4.0). To use it:\n"
@@ -30,13 +42,34 @@ HOW_TO_GET_ACCESS = (
 )
 
 
-class FoodieQADownloadError(RuntimeError):
+_hub_reachable: bool | None = None  # asked once per process
+
+
+class FoodieQADownloadError(CourseError, RuntimeError):
     """FoodieQA could not be fetched; the message says why and how to get access."""
 
 
-def foodieqa_download_dir() -> Path:
-    """Where the real FoodieQA is unzipped by default."""
-    return run_dir() / "data" / "foodieqa"
+def hub_reachable() -> bool:
+    """Whether huggingface.co (or ``HF_ENDPOINT``, through a proxy if one is set) accepts a connection.
+
+    Asked once per process: huggingface_hub itself would retry for many seconds, with a warning each time.
+    """
+    global _hub_reachable
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    if _hub_reachable is None:
+        endpoint = urlparse(constants.ENDPOINT)
+        proxy = urllib.request.getproxies().get(endpoint.scheme)
+        address = urlparse(proxy) if proxy else endpoint
+        port = address.port or (443 if address.scheme == "https" else 80)
+        try:
+            socket.create_connection((address.hostname, port), timeout=HUB_PROBE_SECONDS).close()
+            _hub_reachable = True
+        except OSError:
+            _hub_reachable = False
+    return _hub_reachable
 
 
 def has_hf_token() -> bool:
@@ -76,31 +109,47 @@ def _safe_members(archive: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
     return archive.infolist()
 
 
-def extract_foodieqa_zip(zip_path: str | Path, dest: str | Path) -> Path:
-    """Unzip a FoodieQA release into ``dest/FoodieQA`` and return that folder (reused when already unzipped)."""
+def unzipped_release(folder: Path) -> tuple[Path, dict] | None:
+    """(release root, zip source) of a finished unzip made by the course, or None."""
+    if not is_course_output(folder, UNZIPPED_KIND):
+        return None
+    try:
+        source = json.loads((folder / ZIP_SOURCE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    root = folder / source["release_root"]
+    return (root.resolve(), source) if (root / SIVQA_FILE).is_file() else None
+
+
+def extract_foodieqa_zip(zip_path: str | Path, dest: str | Path | None = None, origin: str | None = None) -> Path:
+    """Unzip a FoodieQA release into ``dest/FoodieQA-<content hash>`` and return the folder holding ``sivqa_tidy.json``.
+
+    The same zip content is unzipped once and then reused; ``origin`` (default: the zip's path) is kept beside
+    the files, so that a download can find its own unzip again.
+    """
     from tqdm.auto import tqdm
 
-    dest = Path(dest)
-    target = dest / RELEASE_DIR
-    if (target / SIVQA_FILE).is_file():
-        return target.resolve()
-    staging = dest / ".unzipping"
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
-        with zipfile.ZipFile(zip_path) as archive:
-            for member in tqdm(_safe_members(archive), desc="unzipping FoodieQA", unit="file"):
-                archive.extract(member, staging)
-    except zipfile.BadZipFile as error:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise FoodieQAFormatError(f"{zip_path} is not a valid zip ({error}); delete it and download again") from error
-    found = sorted(staging.rglob(SIVQA_FILE), key=lambda p: len(p.parts))
-    if not found:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise FoodieQAFormatError(f"{zip_path} holds no {SIVQA_FILE}: it is not a FoodieQA release")
-    shutil.rmtree(target, ignore_errors=True)
-    shutil.move(str(found[0].parent), str(target))
-    shutil.rmtree(staging, ignore_errors=True)
-    return target.resolve()
+    zip_path = Path(zip_path).expanduser().resolve()
+    if not zip_path.is_file():
+        raise FileNotFoundError(f"{zip_path} does not exist: give the path of the downloaded FoodieQA.zip")
+    dest = Path(dest) if dest is not None else foodieqa_download_dir()
+    target = dest / f"{RELEASE_DIR}-{sha256_of(zip_path)[:16]}"
+    if (found := unzipped_release(target)) is not None:
+        return found[0]
+    with staged_output(target, UNZIPPED_KIND, protected=[zip_path]) as staging:
+        try:
+            with zipfile.ZipFile(zip_path) as archive:
+                for member in tqdm(_safe_members(archive), desc="unzipping FoodieQA", unit="file"):
+                    archive.extract(member, staging)
+        except zipfile.BadZipFile as error:
+            raise FoodieQAFormatError(f"{zip_path} is not a valid zip ({error}); delete it and download again") from error
+        found = sorted(staging.rglob(SIVQA_FILE), key=lambda p: len(p.parts))
+        if not found:
+            raise FoodieQAFormatError(f"{zip_path} holds no {SIVQA_FILE}: it is not a FoodieQA release")
+        source = {"zip": str(zip_path), "origin": origin or str(zip_path),
+                  "release_root": found[0].parent.relative_to(staging).as_posix()}
+        (staging / ZIP_SOURCE_FILE).write_text(json.dumps(source, indent=1) + "\n", encoding="utf-8")
+    return unzipped_release(target)[0]
 
 
 def download_foodieqa(
@@ -112,19 +161,25 @@ def download_foodieqa(
 ) -> Path:
     """Download (resumably) and unzip FoodieQA into ``dest``; return the folder holding ``sivqa_tidy.json``.
 
-    ``downloader`` defaults to ``huggingface_hub.hf_hub_download``; anything with its signature works.
+    An earlier download's unzip in ``dest`` is reused without asking the hub. ``downloader`` defaults to
+    ``huggingface_hub.hf_hub_download`` (offline: its cache only); anything with its signature works.
     """
     dest = Path(dest) if dest is not None else foodieqa_download_dir()
-    existing = find_foodieqa_root(dest)
-    if existing is not None:
-        return existing
+    origin = f"hf://datasets/{repo_id}/{filename}"
+    for folder in sorted(dest.glob(f"{RELEASE_DIR}-*")):
+        found = unzipped_release(folder)
+        if found is not None and found[1]["origin"] == origin:
+            return found[0]
     from huggingface_hub.errors import HfHubHTTPError
 
+    request = {"repo_id": repo_id, "filename": filename, "repo_type": "dataset"}
     if downloader is None:
         from huggingface_hub import hf_hub_download as downloader
+
+        if not hub_reachable():
+            request["local_files_only"] = True  # a cached zip still works; no retries against an absent network
     try:
-        zip_path = downloader(repo_id=repo_id, filename=filename, repo_type="dataset")
+        zip_path = downloader(**request)
     except (HfHubHTTPError, OSError) as error:  # hub answers and network failures (requests' are OSErrors)
         raise FoodieQADownloadError(explain_download_error(error, has_hf_token())) from error
-    dest.mkdir(parents=True, exist_ok=True)
-    return extract_foodieqa_zip(zip_path, dest)
+    return extract_foodieqa_zip(zip_path, dest, origin=origin)

@@ -1,4 +1,4 @@
-"""Where a FoodieQA folder is and what it holds: the release layout, shared by every other module here.
+"""Where a FoodieQA folder is and what it holds: the release layout and record schema, shared by every module here.
 
 An unzipped release is a folder with ``sivqa_tidy.json`` (the single-image questions the course uses) and an
 ``images/`` folder; each record's ``food_meta.food_file`` is an image path relative to that folder.
@@ -6,6 +6,7 @@ An unzipped release is a folder with ``sivqa_tidy.json`` (the single-image quest
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,26 @@ def load_sivqa(root: str | Path) -> list[Any]:
     return records
 
 
+def answer_index(record: dict) -> int:
+    """The answer as an int 0..3 (FoodieQA stores it as a string, e.g. ``"2"``); raises ValueError otherwise."""
+    answer = record["answer"]
+    text = str(answer).strip()
+    if isinstance(answer, bool) or not isinstance(answer, (str, int)) or not text.lstrip("-").isdigit():
+        raise ValueError(f"answer {answer!r} is not an index in 0..{CHOICE_COUNT - 1}")
+    if not 0 <= int(text) < CHOICE_COUNT:
+        raise ValueError(f"answer {answer!r} not in 0..{CHOICE_COUNT - 1}")
+    return int(text)
+
+
 def image_path(root: str | Path, record: dict) -> Path:
     """The image file of a record, joined with the data folder as the FoodieQA authors do."""
     return Path(root) / record["food_meta"]["food_file"]
+
+
+def sha256_of(path: str | Path) -> str:
+    """The hex SHA-256 of a file's content, read in chunks (a FoodieQA zip is large): what identifies a release."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

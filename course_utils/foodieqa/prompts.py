@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from .validate import answer_index
+from .layout import answer_index
 
 PROMPT_STYLES = ("mcq", "original")
 OPTION_LETTERS = "ABCD"
@@ -31,7 +31,7 @@ def format_options(choices: list[str]) -> str:
     return "\n".join(f"（{letter}) {choice.strip()}" for letter, choice in zip(OPTION_LETTERS, choices))
 
 
-def build_prompt(record: dict, style: str) -> str:
+def format_question(record: dict, style: str) -> str:
     """The user's text for a question (the ``<image>`` tag is added by the converter)."""
     question = record["question"].strip()
     if check_style(style) == "original":

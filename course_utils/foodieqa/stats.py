@@ -11,10 +11,13 @@ import random
 import textwrap
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .layout import image_path
+from .layout import answer_index, image_path
 from .prompts import OPTION_LETTERS
-from .validate import answer_index
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 RIGHT_ANSWER_MARK = "✓"
 
@@ -36,7 +39,7 @@ def foodieqa_statistics(records: list[dict]) -> dict:
     }
 
 
-def plot_statistics(stats: dict):
+def plot_statistics(stats: dict) -> Figure:
     """Three bar charts: questions per type, per cuisine, and how often each letter is the right answer."""
     from matplotlib.figure import Figure
 
@@ -79,7 +82,7 @@ def describe_question(record: dict, width: int = 18) -> str:
     return "\n".join([textwrap.fill(record["question"], width), *options])
 
 
-def plot_sample_grid(records: list[dict], root: str | Path, count: int = 8, columns: int = 4, seed: int = 0):
+def plot_sample_grid(records: list[dict], root: str | Path, count: int = 8, columns: int = 4, seed: int = 0) -> Figure:
     """A grid of sample images, each with its question, options and the right answer ticked."""
     from matplotlib.figure import Figure
     from PIL import Image

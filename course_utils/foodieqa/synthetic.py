@@ -24,9 +24,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ..outputs import check_output, staged_output
 from .layout import CHOICE_COUNT, IMAGES_DIR, SIVQA_FILE
 
 RGB = tuple[int, int, int]
+SYNTHETIC_KIND = "synthetic-foodieqa"  # the outputs marker's kind
 
 
 @dataclass(frozen=True)
@@ -315,34 +317,41 @@ def describe_rules() -> str:
     return "\n".join(lines) + "\n"
 
 
-def make_synthetic_foodieqa(out: str | Path, dishes: int = 40, seed: int = 0, images_per_dish: int = 3) -> Path:
+def make_synthetic_foodieqa(
+    out: str | Path, dishes: int = 40, seed: int = 0, images_per_dish: int = 3, force: bool = False
+) -> Path:
     """Write a synthetic FoodieQA folder (``images/``, ``sivqa_tidy.json``, ``RULES.md``) and return its path.
 
-    Each dish gets ``images_per_dish`` pictures and every picture one question of each type.
+    Each dish gets ``images_per_dish`` pictures and every picture one question of each type. The folder appears
+    only when complete (see :mod:`course_utils.outputs`); a folder the course did not make, such as a real
+    FoodieQA, is refused unless ``force``.
     """
     from tqdm.auto import tqdm
 
-    out = Path(out)
-    (out / IMAGES_DIR).mkdir(parents=True, exist_ok=True)
+    if images_per_dish < 1:
+        raise ValueError(f"images per dish must be at least 1, got {images_per_dish}: a dish needs a picture")
     rng = random.Random(seed)
-    dish_list = draw_dishes(dishes, rng)
+    dish_list = draw_dishes(dishes, rng)  # refuses an impossible dish count
+    out = check_output(out, SYNTHETIC_KIND, force=force)
     positions = iter(balanced_positions(dishes * images_per_dish * len(QUESTIONS), rng))
     records = []
-    for dish in tqdm(dish_list, desc="drawing synthetic dishes", unit="dish"):
-        for k in range(images_per_dish):
-            food_file = f"{IMAGES_DIR}/{dish.id:03d}_{k}.jpg"
-            draw_dish_image(dish, rng).save(out / food_file, quality=90)
-            food_meta = {
-                "main_ingredient": [dish.ingredient.name],
-                "id": dish.id,
-                "food_name": dish.name,
-                "food_type": dish.cuisine.name,
-                "food_location": rng.choice(LOCATIONS),
-                "food_file": food_file,
-            }
-            for question_type, _, _ in QUESTIONS:
-                question_id = f"vqa-{len(records)}"
-                records.append(make_question(dish, question_type, next(positions), question_id, food_meta, rng))
-    (out / SIVQA_FILE).write_text(json.dumps(records, ensure_ascii=False, indent=2), encoding="utf-8")
-    (out / "RULES.md").write_text(describe_rules(), encoding="utf-8")
+    with staged_output(out, SYNTHETIC_KIND, force=force) as staging:
+        (staging / IMAGES_DIR).mkdir()
+        for dish in tqdm(dish_list, desc="drawing synthetic dishes", unit="dish"):
+            for k in range(images_per_dish):
+                food_file = f"{IMAGES_DIR}/{dish.id:03d}_{k}.jpg"
+                draw_dish_image(dish, rng).save(staging / food_file, quality=90)
+                food_meta = {
+                    "main_ingredient": [dish.ingredient.name],
+                    "id": dish.id,
+                    "food_name": dish.name,
+                    "food_type": dish.cuisine.name,
+                    "food_location": rng.choice(LOCATIONS),
+                    "food_file": food_file,
+                }
+                for question_type, _, _ in QUESTIONS:
+                    question_id = f"vqa-{len(records)}"
+                    records.append(make_question(dish, question_type, next(positions), question_id, food_meta, rng))
+        (staging / SIVQA_FILE).write_text(json.dumps(records, ensure_ascii=False, indent=2), encoding="utf-8")
+        (staging / "RULES.md").write_text(describe_rules(), encoding="utf-8")
     return out

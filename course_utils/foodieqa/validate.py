@@ -13,7 +13,7 @@ from pathlib import Path, PurePosixPath
 
 from PIL import Image
 
-from .layout import CHOICE_COUNT, SIVQA_FILE, load_sivqa
+from .layout import CHOICE_COUNT, SIVQA_FILE, answer_index, load_sivqa
 
 REQUIRED_FIELDS = ("question", "choices", "answer", "question_type", "question_id", "food_meta")
 REQUIRED_FOOD_META = ("id", "food_name", "food_type", "food_file")
@@ -82,17 +82,6 @@ class ValidationReport:
                 for b in self.bad_records
             ],
         }
-
-
-def answer_index(record: dict) -> int:
-    """The answer as an int 0..3 (FoodieQA stores it as a string, e.g. ``"2"``); raises ValueError otherwise."""
-    answer = record["answer"]
-    text = str(answer).strip()
-    if isinstance(answer, bool) or not isinstance(answer, (str, int)) or not text.lstrip("-").isdigit():
-        raise ValueError(f"answer {answer!r} is not an index in 0..{CHOICE_COUNT - 1}")
-    if not 0 <= int(text) < CHOICE_COUNT:
-        raise ValueError(f"answer {answer!r} not in 0..{CHOICE_COUNT - 1}")
-    return int(text)
 
 
 def _missing(value) -> bool:

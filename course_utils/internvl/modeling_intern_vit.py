@@ -16,7 +16,22 @@ from transformers.modeling_outputs import BaseModelOutput, BaseModelOutputWithPo
 from transformers.modeling_utils import PreTrainedModel
 
 from .configuration_intern_vit import InternVisionConfig
-from .modeling_internlm2 import InternLM2RMSNorm as InternRMSNorm  # the 6B ViT's norm is InternLM2's RMSNorm
+
+
+class InternRMSNorm(nn.Module):
+    """Root-mean-square norm of InternViT-6B, computed in float32; the same arithmetic as ``InternLM2RMSNorm``
+    (kept as its own copy so this file reads, and loads, on its own, like the official single-file models)."""
+
+    def __init__(self, hidden_size, eps=1e-6):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(hidden_size))
+        self.variance_epsilon = eps
+
+    def forward(self, hidden_states):
+        dtype = hidden_states.dtype
+        hidden_states = hidden_states.float()
+        hidden_states = hidden_states * torch.rsqrt(hidden_states.pow(2).mean(-1, keepdim=True) + self.variance_epsilon)
+        return self.weight * hidden_states.to(dtype)
 
 
 def make_norm(norm_type, hidden_size, eps):

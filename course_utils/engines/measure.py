@@ -1,0 +1,91 @@
+"""Measuring engines on the same requests: FoodieQA dish questions, requests and output tokens per second, one at
+a time against batched, next to the GPU figures recorded by ``benchmarks/`` (shown as recorded, not measured)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from ..paths import project_root
+from .interface import GenerationSettings
+
+GPU_RESULTS_FILE = Path("benchmarks") / "results" / "generation_throughput.json"
+THROUGHPUT_KEYS = ("requests_per_s", "requests_per_second", "req_per_s")
+LABEL_KEYS = ("engine", "name", "label", "method")
+CASE_KEYS = ("case", "workload", "images", "image")
+
+
+def dish_requests(data_root=None, count: int = 8, style: str = "mcq") -> list[tuple[Path, str]]:
+    """``count`` (dish photo, question) pairs from FoodieQA's valid records (the synthetic one by default)."""
+    from ..foodieqa import build_prompt, resolve_data_root, validate_foodieqa
+    from ..foodieqa.layout import image_path
+
+    root = resolve_data_root(data_root)
+    records = validate_foodieqa(root).valid_records
+    if not records:
+        raise ValueError(f"{root} holds no valid FoodieQA question: lesson 03 shows what is wrong with it")
+    picked = [records[i % len(records)] for i in range(count)]  # repeats only when the data is smaller
+    return [(image_path(root, record), build_prompt(record, style)) for record in picked]
+
+
+def measure_throughput(engine, requests, settings: GenerationSettings, label: str, batched: bool = True) -> dict:
+    """Requests and output tokens per second for ``requests``, after one warm-up request: all of them as one
+    ``answer_batch`` call, or one ``answer`` call after another (``batched=False``)."""
+    engine.answer(*requests[0], settings)  # warm-up: first calls pay for lazy initialisation
+    start = time.perf_counter()
+    if batched:
+        answers = engine.answer_batch(requests, settings)
+    else:
+        answers = [engine.answer(image, question, settings) for image, question in requests]
+    seconds = time.perf_counter() - start
+    tokens = sum(answer.output_tokens for answer in answers)
+    return {"label": label, "backend": engine.backend, "requests": len(requests), "seconds": round(seconds, 3),
+            "requests_per_s": len(requests) / seconds, "output_tokens_per_s": tokens / seconds,
+            "output_tokens": tokens}
+
+
+def read_recorded_throughput(path: str | Path | None = None) -> tuple[list[dict], str]:
+    """The requests/s figures of the committed GPU benchmark as rows ``{label, requests_per_s}``, and a line
+    saying where they come from (or that the file does not exist yet: then no rows)."""
+    path = Path(path) if path else project_root() / GPU_RESULTS_FILE
+    if not path.is_file():
+        return [], f"no recorded GPU figures: {path} does not exist (benchmarks/README.md says how to make it)"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    rows = []
+
+    def walk(node, trail):
+        if isinstance(node, dict):
+            value = next((node[key] for key in THROUGHPUT_KEYS if isinstance(node.get(key), (int, float))), None)
+            if value is not None:
+                names = [str(node[key]) for key in LABEL_KEYS + CASE_KEYS if isinstance(node.get(key), (str, int))]
+                rows.append({"label": " · ".join(names) or " · ".join(trail), "requests_per_s": float(value)})
+            for key, child in node.items():
+                walk(child, trail + [str(key)])
+        elif isinstance(node, list):
+            for index, child in enumerate(node):
+                walk(child, trail + [str(index)])
+
+    walk(data, [])
+    device = data.get("device", "a GPU") if isinstance(data, dict) else "a GPU"
+    return rows, f"recorded on {device} by benchmarks/ ({path.name}), not measured here"
+
+
+def plot_throughput(measured: list[dict], recorded: list[dict], recorded_note: str, title_here: str):
+    """Bar charts of requests/s: what this notebook measured, and beside it the recorded GPU figures."""
+    import matplotlib.pyplot as plt
+
+    panels = [(measured, title_here, "tab:blue")] + ([(recorded, recorded_note, "tab:gray")] if recorded else [])
+    figure, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 0.45 * max(len(measured), len(recorded))
+                                                          + 1.8), squeeze=False)
+    for axis, (rows, title, colour) in zip(axes[0], panels):
+        labels = [row["label"] for row in rows]
+        values = [row["requests_per_s"] for row in rows]
+        axis.barh(labels, values, color=colour, hatch=None if colour == "tab:blue" else "//")
+        axis.invert_yaxis()
+        axis.set_xlabel("requests per second")
+        axis.set_title(title, fontsize=10, wrap=True)
+        for y, value in enumerate(values):
+            axis.text(value, y, f" {value:.3g}", va="center", fontsize=9)
+    figure.tight_layout()
+    return figure

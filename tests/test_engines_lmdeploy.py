@@ -1,0 +1,96 @@
+"""What of the LMDeploy backend and its api_server can be checked without a GPU: the chat-template check, the
+engine configs, generation settings, the messages LMDeploy receives, and the api_server command line (parsed
+by LMDeploy's own argument parser)."""
+
+import json
+import shutil
+
+import pytest
+from PIL import Image
+
+from course_utils.engines import GenerationSettings
+from course_utils.engines.lmdeploy_engine import (backend_config, check_chat_template, conversation_messages,
+                                                  generation_config, model_system_message)
+from course_utils.engines.serving import lmdeploy_command
+
+
+@pytest.fixture(scope="module")
+def lmdeploy_parser():
+    from lmdeploy.cli.cli import CLI
+    from lmdeploy.cli.serve import SubCliServe
+
+    CLI.add_parsers()
+    SubCliServe.add_parsers()
+    return CLI.parser
+
+
+def test_a_model_folder_without_chat_template_is_refused_with_the_fix(tiny_model_path, tmp_path):
+    assert "<|im_start|>" in check_chat_template(tiny_model_path)
+    folder = tmp_path / "finetuned"
+    shutil.copytree(tiny_model_path, folder)
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    del config["chat_template"]
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="no chat_template.*Copy tokenizer_config.json from the base model"):
+        check_chat_template(folder)
+    (folder / "tokenizer_config.json").unlink()
+    with pytest.raises(ValueError, match="no chat_template"):
+        check_chat_template(folder)
+    (folder / "tokenizer_config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        check_chat_template(folder)
+
+
+def test_backend_config_carries_the_knobs():
+    from lmdeploy import PytorchEngineConfig, TurbomindEngineConfig
+
+    config = backend_config("lmdeploy", dtype="bfloat16", session_len=4096, cache_max_entry_count=0.2,
+                            max_batch_size=32)
+    assert isinstance(config, PytorchEngineConfig)
+    assert (config.dtype, config.session_len, config.cache_max_entry_count, config.max_batch_size) == (
+        "bfloat16", 4096, 0.2, 32)
+    assert backend_config("lmdeploy").cache_max_entry_count == 0.8  # LMDeploy's default kept
+    assert isinstance(backend_config("turbomind", session_len=2048), TurbomindEngineConfig)
+    with pytest.raises(ValueError, match="bfloat16 or float16"):
+        backend_config("lmdeploy", dtype="float32")
+
+
+def test_generation_settings_map_to_lmdeploy():
+    greedy = generation_config(GenerationSettings(max_new_tokens=12))
+    assert (greedy.max_new_tokens, greedy.do_sample) == (12, False)
+    sampled = generation_config(GenerationSettings(temperature=0.7, top_p=0.9, top_k=20, repetition_penalty=1.1,
+                                                   seed=3))
+    assert (sampled.do_sample, sampled.temperature, sampled.top_p, sampled.top_k) == (True, 0.7, 0.9, 20)
+    assert (sampled.repetition_penalty, sampled.random_seed) == (1.1, 3)
+
+
+def test_messages_carry_the_model_cards_system_message_and_the_image_once(tiny_model_path):
+    system = model_system_message(tiny_model_path)
+    assert system.startswith("你是由上海人工智能实验室")  # InternVL2's, as model.chat sends it
+    dish = Image.new("RGB", (64, 48))
+    history = [("<image>\n这是什么菜？", "锅包肉")]
+    messages = conversation_messages(system, dish, "它来自哪里？", history, max_dynamic_patch=4)
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
+    first = messages[1]["content"]
+    assert first[0] == {"type": "text", "text": "这是什么菜？"}
+    assert first[1]["type"] == "image_data" and first[1]["image_data"]["max_dynamic_patch"] == 4
+    assert first[1]["image_data"]["data"].size == (64, 48)
+    assert messages[2:] == [{"role": "assistant", "content": "锅包肉"}, {"role": "user", "content": "它来自哪里？"}]
+    with pytest.raises(ValueError, match="pass the same image again"):
+        conversation_messages(system, None, "它来自哪里？", history)
+
+
+def test_the_api_server_command_is_what_lmdeploy_parses(lmdeploy_parser, tiny_model_path):
+    command = lmdeploy_command(tiny_model_path, "127.0.0.1", 23456, model_name="tiny", api_keys=["k1", "k2"],
+                               dtype="bfloat16", session_len=4096, cache_max_entry_count=0.3, max_batch_size=16,
+                               vision_batch_size=8)
+    assert command[1:3] == ["-m", "lmdeploy"]
+    args = lmdeploy_parser.parse_args(command[3:])
+    assert (args.model_path, args.backend, args.server_name, args.server_port) == (
+        str(tiny_model_path), "pytorch", "127.0.0.1", 23456)
+    assert (args.model_name, args.api_keys, args.dtype, args.session_len) == ("tiny", ["k1", "k2"], "bfloat16", 4096)
+    assert (args.cache_max_entry_count, args.max_batch_size, args.vision_max_batch_size) == (0.3, 16, 8)
+    defaults = lmdeploy_parser.parse_args(lmdeploy_command(tiny_model_path, "127.0.0.1", 1, model_name="m")[3:])
+    assert defaults.api_keys is None and defaults.cache_max_entry_count == 0.8
+    turbomind = lmdeploy_command(tiny_model_path, "127.0.0.1", 1, model_name="m", engine="turbomind")
+    assert lmdeploy_parser.parse_args(turbomind[3:]).backend == "turbomind"
