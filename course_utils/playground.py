@@ -30,6 +30,7 @@ from typing import Callable, Iterator
 
 from PIL import Image, ImageDraw
 
+from .engines import GenerationSettings, choose_backend, load_engine
 from .paths import run_dir
 
 MAX_TILES = 12  # the slider's top: InternVL2's published max_dynamic_patch
@@ -221,11 +222,28 @@ def find_model_folders(root: str | Path | None = None, max_depth: int = 4) -> li
 
 
 def find_finetuned_model(base: str | Path, root: str | Path | None = None) -> Path | None:
-    """The newest InternVL2 folder in the run directory that is not ``base`` nor the embedded tiny model."""
-    from .paths import tiny_model_dir
+    """The newest converted model in the run directory: a folder with lesson 05's conversion record
+    (``course-conversion.json``), one converted from ``base`` first; None when there is none yet."""
+    from .training.convert import read_conversion
 
-    excluded = {Path(base).resolve(), tiny_model_dir().resolve()}
-    return next((path for path in find_model_folders(root) if path not in excluded), None)
+    base = Path(base).resolve()
+    converted = [(path, record) for path in find_model_folders(root) if (record := read_conversion(path))]
+    from_base = [path for path, record in converted if Path(record["base_model"]).resolve() == base]
+    return next(iter(from_base or [path for path, _ in converted]), None)
+
+
+def training_data_of(model: str | Path | None) -> Path | None:
+    """The prepared data a converted model was fine-tuned on (conversion record -> checkpoint -> the run's
+    ``course-finetune.json``), or None when the chain is not there."""
+    from .training.convert import read_conversion
+    from .training.launcher import MANIFEST_FILE
+
+    record = read_conversion(model) if model else None
+    run_manifest = Path(record["checkpoint"]).parent / MANIFEST_FILE if record else None
+    if run_manifest is None or not run_manifest.is_file():
+        return None
+    prepared = json.loads(run_manifest.read_text(encoding="utf-8")).get("prepared_data")
+    return Path(prepared) if prepared and (Path(prepared) / "manifest.json").is_file() else None
 
 
 def model_choices(base: str | Path, extra=()) -> list[tuple[str, str]]:
@@ -252,13 +270,15 @@ class GalleryItem:
     question: str = ""
 
 
-def held_out_manifest() -> tuple[dict, str]:
-    """Lesson 03's prepared data as it is (whatever settings lessons 03 and 04 used) and a line saying where from.
-
-    Only when there is none is it prepared here, with lesson 03's defaults.
-    """
+def held_out_manifest(finetuned: str | Path | None = None) -> tuple[dict, str]:
+    """The prepared data whose held-out dishes the gallery shows, and a line saying which: the data ``finetuned``
+    was trained on (its questions are in the style it learnt), else lesson 03's split as it is, else lesson 03's
+    split prepared now with its defaults."""
     from .foodieqa import ensure_prepared_foodieqa, load_manifest, prepared_dir
 
+    trained_on = training_data_of(finetuned)
+    if trained_on is not None:
+        return load_manifest(trained_on), f"held-out dishes of the data the fine-tuned model was trained on, {trained_on}"
     try:
         return load_manifest(), f"held-out dishes of lesson 03's split in {prepared_dir()}"
     except FileNotFoundError:
@@ -319,17 +339,9 @@ def next_history(history: list[tuple[str, str]] | None, question: str, answer: s
     return [*(history or []), (question, answer)]
 
 
-def load_engine_default(model_path, **options):
-    """The course's engine for a model folder (LMDeploy on a GPU, transformers otherwise)."""
-    from .engines import load_engine
-
-    return load_engine(model_path, **options)
-
-
-def generation_settings_default(**values):
-    from .engines import GenerationSettings
-
-    return GenerationSettings(**values)
+def lmdeploy_cache_share() -> float | None:
+    """Each side's share of the free GPU memory for LMDeploy's KV cache (None where the engine is not LMDeploy)."""
+    return LMDEPLOY_CACHE_SHARE / len(SIDES) if choose_backend()[0] != "transformers" else None
 
 
 @dataclass
@@ -341,7 +353,7 @@ class ModelSide:
     """
 
     name: str
-    load: Callable = load_engine_default
+    load: Callable = load_engine
     cache_share: float | None = None  # this side's share of the GPU memory for LMDeploy's KV cache
     info: ModelInfo | None = None
     engine: object = None
@@ -408,16 +420,6 @@ class ModelSide:
         self.history = next_history(self.history, question, answer.strip(), image is not None)
 
 
-def gpu_memory_in_use_gib() -> float | None:
-    """GPU memory in use on the current device (every model and cache in this kernel, and others'), None without CUDA."""
-    import torch
-
-    if not torch.cuda.is_available():
-        return None
-    free, total = torch.cuda.mem_get_info()
-    return (total - free) / 2**30
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # The widgets
 
@@ -440,11 +442,12 @@ class Playground:
     """
 
     def __init__(self, base: str | Path, finetuned: str | Path | None = None, gallery=(), *,
-                 load: Callable = load_engine_default, make_settings: Callable = generation_settings_default):
+                 load: Callable = load_engine, make_settings: Callable = GenerationSettings):
         import ipywidgets as w
 
         self.make_settings = make_settings
-        self.sides = {name: ModelSide(name, load=load, cache_share=LMDEPLOY_CACHE_SHARE / len(SIDES)) for name in SIDES}
+        share = lmdeploy_cache_share()
+        self.sides = {name: ModelSide(name, load=load, cache_share=share) for name in SIDES}
         self.image: Image.Image | None = None
         self.image_note = ""
         self.last_preview: TilePreview | None = None
@@ -653,7 +656,12 @@ class Playground:
                 for name in SIDES:
                     self._show(name, message="Type a question first (or pick a preset one).")
                 return
-            settings = self.make_settings(**values)
+            try:
+                settings = self.make_settings(**values)
+            except ValueError as error:
+                for name in SIDES:
+                    self._show(name, message=str(error))
+                return
             for name in SIDES:
                 self._answer_one(name, question.strip(), settings, max_tiles)
         finally:
