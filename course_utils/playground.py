@@ -471,7 +471,7 @@ class Playground:
         self.presets = w.Dropdown(options=[("(preset questions)", ""), *[(q, q) for q in PRESET_QUESTIONS]],
                                   layout=w.Layout(width="100%"))
         self.presets.observe(self._on_preset, names="value")
-        label = {"style": {"description_width": "8em"}}
+        label = {"style": {"description_width": "9em"}}
         self.max_new_tokens = w.IntSlider(64, min=1, max=1024, description="max new tokens", **label)
         self.temperature = w.FloatSlider(0.0, min=0.0, max=1.5, step=0.05, description="temperature", **label)
         self.top_p = w.FloatSlider(1.0, min=0.05, max=1.0, step=0.05, description="top-p", **label)
