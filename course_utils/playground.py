@@ -545,6 +545,10 @@ class Playground:
             self.model_lists[name].value = str(info.path) if name == side else current[name]
 
     def _on_model(self, side: str, path) -> None:
+        if self._refused_while_answering("switch models"):
+            current = self.sides[side].info
+            self.model_lists[side].value = str(current.path) if current else None  # the list shows the model in use
+            return
         try:
             self.sides[side].select(path)
         except PlaygroundError as error:
@@ -584,6 +588,8 @@ class Playground:
 
     def pick_image(self, source) -> None:
         """Use an image (path, bytes or PIL); a new picture starts new conversations. Bad input: PlaygroundError."""
+        if self._refused_while_answering("pick a picture"):
+            return
         self.image, self.image_note = open_image(source)
         for name, side in self.sides.items():
             side.clear()
@@ -619,15 +625,15 @@ class Playground:
         The answers are written by a worker thread, base first, then fine-tuned; ``wait=True`` returns when done.
         """
         if not self._busy.acquire(blocking=False):
-            self.status.value = "<i>Still answering: wait for both answers before asking again.</i>"
+            self._refused_while_answering("ask again")
             return False
         question = self.question.value
         values = dict(max_new_tokens=self.max_new_tokens.value, temperature=self.temperature.value,
                       top_p=self.top_p.value)
-        self.ask_button.disabled = True
+        self._lock_controls(True)
         self.status.value = "<i>answering...</i>"
-        self._worker = threading.Thread(target=self._answer_both, args=(question, values, self.max_tiles.value),
-                                        daemon=True)
+        self._worker = threading.Thread(target=self._answer_both, daemon=True,
+                                        args=(self.image, question, values, self.max_tiles.value))
         self._worker.start()
         if wait:
             self.wait()
@@ -640,8 +646,7 @@ class Playground:
 
     def clear(self) -> bool:
         """Forget both conversations (refused while answering)."""
-        if self._busy.locked():
-            self.status.value = "<i>Still answering: clear when both answers are complete.</i>"
+        if self._refused_while_answering("clear"):
             return False
         for name, side in self.sides.items():
             side.clear()
@@ -650,7 +655,21 @@ class Playground:
         self.status.value = ""
         return True
 
-    def _answer_both(self, question: str, values: dict, max_tiles: int) -> None:
+    def _refused_while_answering(self, action: str) -> bool:
+        """True, with a message, while answers are streaming: nothing may change under them."""
+        if self._busy.locked():
+            self.status.value = f"<i>Still answering: {action} when both answers are complete.</i>"
+            return True
+        return False
+
+    def _lock_controls(self, locked: bool) -> None:
+        """Disable what would change the models, the picture or the conversations while answers stream."""
+        gallery_buttons = [cell.children[1] for cell in self.gallery_box.children]
+        for control in (self.ask_button, self.clear_button, self.find_button, self.upload, self.folder_button,
+                        *self.model_lists.values(), *gallery_buttons):
+            control.disabled = locked
+
+    def _answer_both(self, image, question: str, values: dict, max_tiles: int) -> None:
         try:
             if not question.strip():
                 for name in SIDES:
@@ -663,13 +682,13 @@ class Playground:
                     self._show(name, message=str(error))
                 return
             for name in SIDES:
-                self._answer_one(name, question.strip(), settings, max_tiles)
+                self._answer_one(name, image, question.strip(), settings, max_tiles)
         finally:
             self.status.value = ""
-            self.ask_button.disabled = False
+            self._lock_controls(False)
             self._busy.release()
 
-    def _answer_one(self, name: str, question: str, settings, max_tiles: int) -> None:
+    def _answer_one(self, name: str, image, question: str, settings, max_tiles: int) -> None:
         side = self.sides[name]
         self.stats[name].value = ""
         history = list(side.history)
@@ -680,7 +699,7 @@ class Playground:
         try:
             if side.engine is None or side.engine_max_tiles != max_tiles:
                 self._show(name, question=question, message=f"loading {side.info.path.name} ...")
-            for piece in side.ask(self.image, question, settings, max_tiles):
+            for piece in side.ask(image, question, settings, max_tiles):
                 partial += piece
                 self._show(name, question=question, partial=partial)
         except Exception as error:  # the pane shows one line, the notebook never a traceback

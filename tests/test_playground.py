@@ -316,12 +316,18 @@ def test_a_second_ask_while_streaming_is_refused_not_interleaved(tiny):
     assert playground.ask()
     playground.question.value = "第二个问题"
     assert not playground.ask() and "Still answering" in playground.status.value
-    assert playground.ask_button.disabled and not playground.clear()
+    assert playground.ask_button.disabled and playground.model_lists["base"].disabled and not playground.clear()
+    streamed_image = playground.image
+    playground.pick_image(dish((0, 0, 255)))  # nothing changes under a streaming answer
+    playground.model_lists["finetuned"].value = str(Path(tiny.model_path).resolve())
+    assert playground.image is streamed_image and playground.sides["finetuned"].info is None
+    assert playground.model_lists["finetuned"].value is None and "switch models" in playground.status.value
     release.set()
     playground.wait()
     history = playground.sides["base"].history
     assert [q for q, _ in history] == ["<image>\n第一个问题"]
     assert "第二个问题" not in answer_text(playground, "base")
+    assert not playground.ask_button.disabled and not playground.model_lists["base"].disabled
 
 
 def test_bad_input_in_the_widgets_becomes_a_message_in_the_panes(tiny, tmp_path):
