@@ -166,8 +166,9 @@ def start_jupyterlab(notebook_dir: Path, env: dict, log_path: Path, port: int, t
 if pytest is not None:
 
     @pytest.fixture(scope="module")
-    def lesson_in_a_lab(tmp_path_factory):
-        """A parameterised copy of lesson 06 (a second InternVL2 folder in the fine-tuned pane) and its own RUN_DIR."""
+    def lesson_in_a_lab(tmp_path_factory, session_run_dir, tiny_model_path):
+        """A parameterised copy of lesson 06 (a second InternVL2 folder in the fine-tuned pane), run in the session's
+        RUN_DIR, where the tiny model is built already."""
         import nbformat
         from papermill.iorw import load_notebook_node
         from papermill.parameterize import parameterize_notebook
@@ -181,7 +182,7 @@ if pytest is not None:
                                          {"FINETUNED_MODEL": str(second_model), "MAX_NEW_TOKENS": 24})
         (work / "notebooks").mkdir()
         nbformat.write(notebook, work / "notebooks" / "06_playground.ipynb")
-        env = {**os.environ, **kernel_environment({"RUN_DIR": str(work / "run")}),
+        env = {**os.environ, **kernel_environment({"RUN_DIR": str(session_run_dir)}),
                # the server's own files (runtime, signing key, settings, workspaces) stay in the test's folder
                **{f"JUPYTER_{kind}_DIR": str(work / kind.lower()) for kind in ("RUNTIME", "DATA", "CONFIG")},
                "JUPYTERLAB_WORKSPACES_DIR": str(work / "workspaces")}
@@ -217,3 +218,10 @@ if pytest is not None:
         assert report["answers"]["base"] != report["answers"]["finetuned"]  # two models, two answers
         assert "image tokens" in report["tiles"] and report["tracebacks"] == 0
         assert SCREENSHOT.stat().st_size > 10_000
+
+    @pytest.mark.parametrize("ci, outcome", [("", pytest.skip.Exception), ("true", pytest.fail.Exception)])
+    def test_without_the_browser_tools_the_test_says_how_to_enable_them(monkeypatch, tmp_path, ci, outcome):
+        monkeypatch.setattr(sys.modules[__name__], "BROWSER_TOOLS", tmp_path / "no-tools")
+        monkeypatch.setenv("CI", ci)
+        with pytest.raises(outcome, match="run `make browser-tools` to enable it"):
+            browser_tools_or_skip()
