@@ -3,13 +3,14 @@
 import pytest
 import torch
 
-from course_utils.tiny_model import build_config, build_model
+from course_utils.internvl import InternLM2ForCausalLM
+from course_utils.tiny_model import build_config
 
 
 @pytest.fixture(scope="module")
 def language_model_and_prompts():
-    model = build_model(build_config("tiny", vocab_size=256), seed=4).float()
-    language_model = model.language_model
+    torch.manual_seed(4)
+    language_model = InternLM2ForCausalLM(build_config("tiny", vocab_size=256).llm_config).eval()
     generator = torch.Generator().manual_seed(0)
     embeds = language_model.get_input_embeddings()(torch.randint(8, 256, (3, 18), generator=generator))
     mask = torch.ones(3, 18, dtype=torch.long)

@@ -14,6 +14,7 @@ Part of the model's remote code: copied into every model folder; imports only th
 
 import copy
 import math
+import threading
 import weakref
 
 import torch
@@ -457,42 +458,44 @@ class InternLM2ForCausalLM(InternLM2PreTrainedModel, GenerationMixin):
             attention_mask = torch.ones(batch, prompt_length, dtype=torch.long, device=device)
         if cuda_graph is None:
             cuda_graph = device.type == "cuda" and not self.training
-        decoder = self._static_decoder(batch, prompt_length + settings.max_new_tokens, inputs_embeds.dtype, device, cuda_graph)
-        processors = logits_processors(settings)
-        end_ids = torch.tensor(end_ids, dtype=torch.long, device=device)
-        finished = torch.zeros(batch, dtype=torch.bool, device=device)
-        # the loop asks "all finished?" one step late: the GPU computes the next step while the host waits
-        all_finished = torch.zeros((), dtype=torch.bool, pin_memory=device.type == "cuda")
+        with DECODING:  # a model has one static cache: calls from several threads take turns
+            total_length = prompt_length + settings.max_new_tokens
+            decoder = self._static_decoder(batch, total_length, inputs_embeds.dtype, device, cuda_graph)
+            processors = logits_processors(settings)
+            end_ids = torch.tensor(end_ids, dtype=torch.long, device=device)
+            finished = torch.zeros(batch, dtype=torch.bool, device=device)
+            # the loop asks "all finished?" one step late: the GPU computes the next step while the host waits
+            all_finished = torch.zeros((), dtype=torch.bool, pin_memory=device.type == "cuda")
 
-        logits = decoder.prefill(self, inputs_embeds, attention_mask)
-        new_tokens = torch.empty(batch, 0, dtype=torch.long, device=device)
-        if streamer is not None:
-            streamer.put(new_tokens.cpu())  # generate() first hands the streamer the (empty) prompt ids
-        for step in range(settings.max_new_tokens):
-            scores = processors(new_tokens, logits)
-            if settings.do_sample:
-                tokens = torch.multinomial(scores.softmax(dim=-1), num_samples=1).squeeze(1)
-            else:
-                tokens = scores.argmax(dim=-1)
-            tokens = tokens.masked_fill(finished, pad_id)
-            new_tokens = torch.cat([new_tokens, tokens[:, None]], dim=1)
+            logits = decoder.prefill(self, inputs_embeds, attention_mask)
+            new_tokens = torch.empty(batch, 0, dtype=torch.long, device=device)
             if streamer is not None:
-                streamer.put(tokens.cpu())
-            finished |= torch.isin(tokens, end_ids)
-            if step + 1 == settings.max_new_tokens:
-                break
-            all_finished.copy_(finished.all(), non_blocking=True)
-            copied = torch.cuda.Event() if device.type == "cuda" else None
-            if copied is not None:
-                copied.record()
-            logits = decoder.step(self, tokens)
-            if copied is not None:
-                copied.synchronize()
-            if all_finished:
-                break
-        if streamer is not None:
-            streamer.end()
-        return new_tokens
+                streamer.put(new_tokens.cpu())  # generate() first hands the streamer the (empty) prompt ids
+            for step in range(settings.max_new_tokens):
+                scores = processors(new_tokens, logits)
+                if settings.do_sample:
+                    tokens = torch.multinomial(scores.softmax(dim=-1), num_samples=1).squeeze(1)
+                else:
+                    tokens = scores.argmax(dim=-1)
+                tokens = tokens.masked_fill(finished, pad_id)
+                new_tokens = torch.cat([new_tokens, tokens[:, None]], dim=1)
+                if streamer is not None:
+                    streamer.put(tokens.cpu())
+                finished |= torch.isin(tokens, end_ids)
+                if step + 1 == settings.max_new_tokens:
+                    break
+                all_finished.copy_(finished.all(), non_blocking=True)
+                copied = torch.cuda.Event() if device.type == "cuda" else None
+                if copied is not None:
+                    copied.record()
+                logits = decoder.step(self, tokens)
+                if copied is not None:
+                    copied.synchronize()
+                if all_finished:
+                    break
+            if streamer is not None:
+                streamer.end()
+            return new_tokens
 
     def _static_decoder(self, batch, length, dtype, device, cuda_graph):
         """The decoder for this batch and length (rounded up to 64 columns so similar prompts share it).
@@ -511,6 +514,7 @@ class InternLM2ForCausalLM(InternLM2PreTrainedModel, GenerationMixin):
 
 # Each model's decoder, kept outside the module so copying or saving the model never meets a CUDA graph.
 STATIC_DECODERS = weakref.WeakKeyDictionary()
+DECODING = threading.RLock()
 
 
 def logits_processors(settings):
