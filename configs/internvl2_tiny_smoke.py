@@ -99,8 +99,9 @@ default_hooks = dict(
 )
 env_cfg = dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method="fork", opencv_num_threads=0),
                dist_cfg=dict(backend="gloo"))
-# mmengine writes every logged scalar to <work_dir>/<timestamp>/vis_data/scalars.json: the launcher's live curve
-visualizer = dict(type="Visualizer", vis_backends=[dict(type="LocalVisBackend")])
+# mmengine writes every logged scalar to <work_dir>/<timestamp>/vis_data/scalars.json: the launcher's live curve;
+# TensorBoard's event files too when tensorboard is installed (`tensorboard --logdir runs/finetune`)
+visualizer = dict(type="course_utils.training.xtuner_patches.scalar_visualizer")
 log_level = "INFO"
 load_from = None
 resume = False

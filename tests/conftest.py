@@ -70,3 +70,14 @@ def tiny_model_and_tokenizer(tiny_model_path):
     model = AutoModel.from_pretrained(tiny_model_path, trust_remote_code=True, torch_dtype=torch.float32).eval()
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_path, trust_remote_code=True)
     return model, tokenizer
+
+
+@pytest.fixture(scope="session")
+def smoke_model(session_run_dir) -> dict:
+    """The tiny model smoke-trained through ``xtuner train`` once per session (lesson 04's default recipe).
+
+    Returns its ``course-finetune.json`` manifest; lessons 04, 05 and 06 find the run in the session's RUN_DIR.
+    """
+    from course_utils.training import ensure_smoke_model
+
+    return ensure_smoke_model(progress=False)
