@@ -159,12 +159,12 @@ def test_work_dir_with_checkpoints_needs_resume_or_fresh(tmp_path):
 def test_broken_config_surfaces_xtuners_error(prepared, tiny_model_path, tmp_path):
     broken = tmp_path / "broken.py"
     text = config_path(SMOKE_CONFIG).read_text(encoding="utf-8")
-    broken.write_text(text.replace('type="torch.optim.AdamW"', 'type="torch.optim.NoSuchOptimizer"'))
+    broken.write_text(text.replace("freeze_llm=False", "freeze_lm=False"))  # a misspelt keyword
     job = job_for(prepared, tiny_model_path, run_name="broken", config=broken, max_epochs=1)
     with pytest.raises(TrainingFailed) as failure:
         train(job, progress=False)
     message = str(failure.value)
-    assert "exit status" in message and "NoSuchOptimizer" in message  # XTuner's own words, not "command failed"
+    assert "exit status 1" in message and "unexpected keyword argument 'freeze_lm'" in message  # XTuner's words
 
 
 # ----------------------------------------------------------------------------------------------- training

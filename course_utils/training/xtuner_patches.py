@@ -105,24 +105,30 @@ def epochs_to_iters(epochs: float, epoch_length: int) -> float:
     return epochs if math.isinf(epochs) else int(epochs * epoch_length)
 
 
-class WarmupLinearLR(LinearLR):
+class WarmupBoundary:
+    """Epoch-to-iteration conversion in which the warmup's end (``warmup_bound``: "begin" or "end") is
+    :func:`warmup_iters`; mixed into mmengine's schedulers below."""
+
+    warmup_bound = "end"
+
+    @classmethod
+    def build_iter_from_epoch(cls, *args, begin=0, end=math.inf, by_epoch=True, epoch_length=None, **kwargs):
+        assert by_epoch and epoch_length, "only an epoch-based schedule is converted to iterations"
+        bounds = {"begin": epochs_to_iters(begin, epoch_length), "end": epochs_to_iters(end, epoch_length)}
+        bounds[cls.warmup_bound] = warmup_iters(begin if cls.warmup_bound == "begin" else end, epoch_length)
+        return cls(*args, **bounds, by_epoch=False, **kwargs)
+
+
+class WarmupLinearLR(WarmupBoundary, LinearLR):
     """mmengine's ``LinearLR`` whose epoch-based ``end`` never rounds down to a warmup too short to ramp."""
 
-    @classmethod
-    def build_iter_from_epoch(cls, *args, begin=0, end=math.inf, by_epoch=True, epoch_length=None, **kwargs):
-        assert by_epoch and epoch_length, "only an epoch-based schedule is converted to iterations"
-        return cls(*args, begin=epochs_to_iters(begin, epoch_length), end=warmup_iters(end, epoch_length),
-                   by_epoch=False, **kwargs)
+    warmup_bound = "end"
 
 
-class CosineAfterWarmupLR(CosineAnnealingLR):
+class CosineAfterWarmupLR(WarmupBoundary, CosineAnnealingLR):
     """mmengine's ``CosineAnnealingLR`` that starts where :class:`WarmupLinearLR` ends."""
 
-    @classmethod
-    def build_iter_from_epoch(cls, *args, begin=0, end=math.inf, by_epoch=True, epoch_length=None, **kwargs):
-        assert by_epoch and epoch_length, "only an epoch-based schedule is converted to iterations"
-        return cls(*args, begin=warmup_iters(begin, epoch_length), end=epochs_to_iters(end, epoch_length),
-                   by_epoch=False, **kwargs)
+    warmup_bound = "begin"
 
 
 # --------------------------------------------------------------------------------------- model and data
