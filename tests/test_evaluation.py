@@ -230,6 +230,10 @@ def test_pictures_draw_the_measured_accuracies(prepared):
     right_after = sum(item["outcome"] == "correct" for item in after if item["question_id"] in shown)
     assert sum("tuned:" in text for text in texts) == 4 and sum(text.startswith("✓ tuned") for text in texts) == right_after
     assert sum(text.startswith("? base") for text in texts) == 4  # the base model's "?" picks nothing
+    long_reply = score_replies(questions[:1], ["川菜\ufffd" * 40])
+    cut = plot_gallery(long_reply, long_reply, [questions[0]["question_id"]], columns=1, width=30)
+    line = next(text.get_text() for text in cut.axes[0].texts if " base: " in text.get_text())
+    assert line.endswith("…") and "\ufffd" not in line and 2 * len(line) <= 30 + 12  # 2 columns a character
 
 
 def test_sample_evenly_spreads_over_the_list():

@@ -6,7 +6,7 @@ chance (25 %) as a dashed line wherever accuracies are drawn.
 
 from __future__ import annotations
 
-import textwrap
+import unicodedata
 from collections import Counter
 
 from ..foodieqa.stats import describe_question
@@ -103,8 +103,14 @@ def plot_published(course_rows: dict[str, tuple[float | None, float | None]] | N
 
 def _answer_line(who: str, item: dict, width: int) -> str:
     mark = {"correct": "✓", "wrong": "×", "unparsed": "?"}[item["outcome"]]
-    line = f"{mark} {who}: " + (" ".join(item["reply"].split()) or "(empty)")
-    return line if len(line) <= width else line[:width - 1] + "…"  # cut anywhere: replies may have no spaces
+    reply = " ".join(item["reply"].replace("\ufffd", "?").split()) or "(empty)"  # \ufffd: a broken byte sequence
+    line, used = f"{mark} {who}: ", 0
+    for char in reply:  # cut by display width (a Chinese character is two columns wide), not at spaces
+        used += 2 if unicodedata.east_asian_width(char) in "WF" else 1
+        if used > width - len(line) - 1:
+            return line + "…"
+        line += char
+    return line
 
 
 def pick_gallery(table_rows: list[dict], count: int) -> list[str]:
@@ -125,8 +131,11 @@ def pick_gallery(table_rows: list[dict], count: int) -> list[str]:
     return picked
 
 
-def plot_gallery(before: list[dict], after: list[dict], question_ids: list[str], columns: int = 4, width: int = 34):
-    """Side by side for each question: the picture, the question and options, the base and fine-tuned replies."""
+def plot_gallery(before: list[dict], after: list[dict], question_ids: list[str], columns: int = 4, width: int = 50):
+    """Side by side for each question: the picture, the question and options, the base and fine-tuned replies.
+
+    ``width``: the text's width in columns (a Chinese character takes two).
+    """
     from matplotlib.figure import Figure
     from matplotlib.transforms import offset_copy
     from PIL import Image
