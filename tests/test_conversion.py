@@ -161,3 +161,31 @@ def test_a_checkpoint_that_does_not_match_its_config_is_refused(lora_run, tmp_pa
     with pytest.raises(ValueError, match="1 trained tensors missing"):
         convert_checkpoint(broken, tmp_path / "merged")
     assert not (tmp_path / "merged").exists()
+
+
+def test_the_smoke_run_of_xtuner_train_converts_to_its_training_time_logits(session_run_dir, tmp_path):
+    """The real thing: the checkpoint ``xtuner train`` wrote for the embedded default (shared by the session)."""
+    from mmengine.config import Config
+    from xtuner.registry import BUILDER
+
+    from course_utils.training import ensure_smoke_model
+
+    checkpoint = ensure_smoke_model(progress=False)["checkpoint"]
+    content = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    config_path = tmp_path / "trained_with.py"
+    config_path.write_text(content["meta"]["cfg"], encoding="utf-8")  # the config as mmengine ran it
+    trained = BUILDER.build(Config.fromfile(str(config_path)).model)
+    trained.load_state_dict(content["state_dict"], strict=False)
+    trained = trained.float().eval()
+    converted = convert_checkpoint(checkpoint, tmp_path / "smoke-merged", dtype="float32")
+    torch.manual_seed(3)
+    image_tokens = [trained.model.img_context_token_id] * trained.model.num_image_token
+    batch = dict(pixel_values=torch.randn(1, 3, 224, 224), input_ids=torch.tensor([[1, 5] + image_tokens + [9, 4]]),
+                 image_flags=torch.ones(1, dtype=torch.long))
+    with torch.no_grad():
+        expected = trained.model(**batch).logits
+        merged = forward_of(converted, batch, trained.model.img_context_token_id)
+        base = forward_of(trained.model.config._name_or_path, batch, trained.model.img_context_token_id)
+    assert torch.allclose(merged, expected, atol=1e-5, rtol=1e-4), (merged - expected).abs().max()
+    assert (base - expected).abs().max() > 1e-2  # training moved the weights: the comparison can fail
+    assert json.loads((converted / "config.json").read_text())["max_dynamic_patch"] == 1  # the smoke tiling

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from course_utils.evaluation import (accuracy, accuracy_by, ask, change_table, compare, heldout_questions,
+from course_utils.evaluation import (accuracy, accuracy_by, agreement, ask, change_table, compare, heldout_questions,
                                      mcnemar_exact, paper_questions, parse_answer, pick_gallery, plot_before_after,
                                      plot_by_group, plot_gallery, plot_published, sample_evenly, save_results,
                                      score_replies, wilson_interval)
@@ -137,6 +137,8 @@ def test_paired_comparison_and_change_table():
     assert table[0]["right answer"] == CUISINES[0]
     with pytest.raises(ValueError, match="same questions"):
         compare(before, after[:-1])
+    assert agreement(before, after) == {"questions": 10, "same_reply": 1, "same_pick": 1}
+    assert agreement(after, after) == {"questions": 10, "same_reply": 10, "same_pick": 10}
     changes = {row["question_id"]: row["change"] for row in table}
     assert [changes[question_id] for question_id in pick_gallery(table, 4)] == ["fixed", "broken", "still right", "fixed"]
 
@@ -189,8 +191,10 @@ def test_heldout_questions_in_both_styles_ask_the_held_out_dishes(prepared):
 def test_paper_protocol_asks_every_question_with_the_authors_prompt(prepared):
     root, _ = prepared
     records = json.loads((root / "sivqa_tidy.json").read_text(encoding="utf-8"))
+    from course_utils.foodieqa import validate_foodieqa
+
     zh, skipped = paper_questions(root, "zh")
-    en, _ = paper_questions(root, "en")
+    en, _ = paper_questions(root, "en", report=validate_foodieqa(root))
     assert len(zh) == len(en) == len(records) and skipped == 0
     record = next(r for r in records if r["question_id"] == zh[0]["question_id"])
     options = "".join(f"（{letter}) {choice}\n" for letter, choice in zip("ABCD", record["choices"]))

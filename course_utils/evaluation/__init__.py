@@ -15,12 +15,12 @@ from .figures import pick_gallery, plot_before_after, plot_by_group, plot_galler
 from .parsing import parse_answer
 from .protocols import PAPER_LANGUAGES, heldout_questions, paper_prompt, paper_questions, sample_evenly
 from .published import CHANCE_ACCURACY, PUBLISHED_SIVQA_ACCURACY
-from .scoring import (accuracy, accuracy_by, ask, before_after_report, change_table, compare, evaluate_model,
+from .scoring import (accuracy, accuracy_by, agreement, ask, before_after_report, change_table, compare, evaluate_model,
                       greedy_settings, save_results, score_replies, summarise)
 from .statistics import mcnemar_exact, wilson_interval
 
 __all__ = [
-    "CHANCE_ACCURACY", "PAPER_LANGUAGES", "PUBLISHED_SIVQA_ACCURACY", "accuracy", "accuracy_by", "ask",
+    "CHANCE_ACCURACY", "PAPER_LANGUAGES", "PUBLISHED_SIVQA_ACCURACY", "accuracy", "accuracy_by", "agreement", "ask",
     "before_after_report", "change_table", "compare", "evaluate_model", "greedy_settings", "heldout_questions",
     "mcnemar_exact", "paper_prompt", "paper_questions", "parse_answer", "pick_gallery", "plot_before_after",
     "plot_by_group", "plot_gallery", "plot_published", "sample_evenly", "save_results", "score_replies", "summarise",

@@ -103,8 +103,8 @@ def plot_published(course_rows: dict[str, tuple[float | None, float | None]] | N
 
 def _answer_line(who: str, item: dict, width: int) -> str:
     mark = {"correct": "✓", "wrong": "×", "unparsed": "?"}[item["outcome"]]
-    reply = item["reply"].strip().replace("\n", " ") or "(empty)"
-    return textwrap.shorten(f"{mark} {who}: {reply}", width=width, placeholder="…")
+    line = f"{mark} {who}: " + (" ".join(item["reply"].split()) or "(empty)")
+    return line if len(line) <= width else line[:width - 1] + "…"  # cut anywhere: replies may have no spaces
 
 
 def pick_gallery(table_rows: list[dict], count: int) -> list[str]:

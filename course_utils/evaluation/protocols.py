@@ -56,17 +56,20 @@ def paper_prompt(question: str, choices: list[str], language: str) -> str:
     return PAPER_PROMPTS[language].format(question=question.strip(), options=options)
 
 
-def paper_questions(data_root: str | Path, language: str = "zh") -> tuple[list[dict], int]:
+def paper_questions(data_root: str | Path, language: str = "zh", report=None) -> tuple[list[dict], int]:
     """(questions, skipped): every valid ``sivqa_tidy.json`` record asked as the paper does, in ``language``.
 
-    Records that fail lesson 03's validation, or have no English text for ``en``, are skipped and counted.
+    Records that fail lesson 03's validation (pass its ``report`` to validate once for both languages), or have no
+    English text for ``en``, are skipped and counted.
     """
     from ..foodieqa import validate_foodieqa
     from ..foodieqa.layout import answer_index
 
     if language not in PAPER_LANGUAGES:
         raise ValueError(f"unknown language {language!r}; choose one of {', '.join(PAPER_LANGUAGES)}")
-    report = validate_foodieqa(data_root)
+    report = report or validate_foodieqa(data_root)
+    if report.root != Path(data_root).resolve():
+        raise ValueError(f"the validation report is of {report.root}, not of {data_root}")
     questions = []
     for record in report.valid_records:
         question, choices = (record["question"], record["choices"]) if language == "zh" else (

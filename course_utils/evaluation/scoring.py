@@ -116,6 +116,14 @@ def compare(before: list[dict], after: list[dict]) -> dict:
             "mcnemar_p": mcnemar_exact(changes["fixed"], changes["broken"])}
 
 
+def agreement(first: list[dict], second: list[dict]) -> dict:
+    """How often two runs over the same questions (e.g. LMDeploy and transformers) give the same reply and pick."""
+    pairs = _paired(first, second)
+    return {"questions": len(pairs),
+            "same_reply": sum(a["reply"].strip() == b["reply"].strip() for a, b in pairs),
+            "same_pick": sum(a["picked"] == b["picked"] for a, b in pairs)}
+
+
 def evaluate_model(model_path: str | Path, question_sets: dict[str, list[dict]], backend: str = "auto",
                    settings=None, batch_size: int = 16, **engine_options) -> tuple[dict[str, list[dict]], dict]:
     """Load ``model_path`` once, answer every question set, free the model: ({set name: scored}, engine info)."""

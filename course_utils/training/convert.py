@@ -76,6 +76,9 @@ def training_config(config: str | Path | None, config_text: str | None):
 
 def build_training_model(cfg, base_model: str | Path | None = None):
     """XTuner's training-time model from the config's ``model`` entry (LoRA wrappers in place, no quantization)."""
+    import logging
+
+    from mmengine.logging import MMLogger
     from xtuner.model.utils import LoadWoInit
     from xtuner.registry import BUILDER
 
@@ -83,8 +86,14 @@ def build_training_model(cfg, base_model: str | Path | None = None):
     model_cfg.update(pretrained_pth=None, quantization_vit=False, quantization_llm=False)
     if base_model is not None:
         model_cfg.model_path = str(base_model)
-    with LoadWoInit():  # every weight comes from the base folder or the checkpoint: skip random initialisation
-        return BUILDER.build(model_cfg)
+    logger = MMLogger.get_current_instance()
+    level = logger.level
+    logger.setLevel(logging.WARNING)  # XTuner logs the whole model's structure while building it
+    try:
+        with LoadWoInit():  # every weight comes from the base folder or the checkpoint: skip random initialisation
+            return BUILDER.build(model_cfg)
+    finally:
+        logger.setLevel(level)
 
 
 def load_trained_weights(xtuner_model, state_dict: dict) -> None:

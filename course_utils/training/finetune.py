@@ -76,6 +76,9 @@ def write_finetune_manifest(job: TrainingJob, result: TrainingResult, prepared_d
         "first_loss": result.first_loss,
         "final_loss": result.final_loss,
         "peak_memory_mb": result.peak_memory_mb,
+        "stopped_early": result.stopped_early,  # the last launch was stopped on purpose (see launcher.train)
+        "resumed_from_step": result.resumed_from_step,
+        "first_resumed_step": result.first_resumed_step,
         "seconds": result.seconds,
         "deepspeed": job.deepspeed,
         "nproc_per_node": job.nproc_per_node,
