@@ -523,11 +523,14 @@ class Playground:
     # Models ------------------------------------------------------------------------------------------------------
 
     def refresh_models(self, finetuned: str | Path | None = None) -> None:
-        """List the model folders again (a model converted since is found) and select base and fine-tuned."""
-        finetuned = finetuned or find_finetuned_model(self.base_path)
-        extra = [*self._extra_models, *([finetuned] if finetuned else [])]
+        """List the model folders again (a model converted since is found); each side keeps the model it uses,
+        and a fine-tuned side without one takes ``finetuned`` or the newest converted model."""
+        in_use = {name: side.info.path if side.info else None for name, side in self.sides.items()}
+        finetuned = finetuned or in_use["finetuned"] or find_finetuned_model(self.base_path)
+        base = in_use["base"] or self.base_path
+        extra = [*self._extra_models, str(base), *([finetuned] if finetuned else [])]
         options = model_choices(self.base_path, extra)
-        wanted = {"base": str(self.base_path), "finetuned": str(Path(finetuned).resolve()) if finetuned else None}
+        wanted = {"base": str(base), "finetuned": str(Path(finetuned).resolve()) if finetuned else None}
         for name in SIDES:
             dropdown = self.model_lists[name]
             dropdown.options = [*([("(none yet)", None)] if name == "finetuned" else []), *options]
