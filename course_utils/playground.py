@@ -37,7 +37,7 @@ MAX_TILES = 12  # the slider's top: InternVL2's published max_dynamic_patch
 MAX_IMAGE_SIDE = 4096  # larger pictures are shrunk before tiling: the tiles look the same, the memory is saved
 MAX_IMAGE_PIXELS = 64_000_000  # above this an upload is refused before it is decoded (a 64 Mpx RGB image is 192 MB)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
-# Folders that are being written (staging) or hold data, never models a learner should pick.
+# Names of folders being written (staging), never models a learner should pick (the course's own start with ".").
 SKIPPED_FOLDER_MARKERS = (".building", ".staging", ".incomplete", ".partial", ".tmp")
 SIDES = ("base", "finetuned")
 SIDE_TITLES = {"base": "Base model", "finetuned": "Fine-tuned model"}
@@ -53,9 +53,9 @@ PRESET_QUESTIONS = (
     "What is the main ingredient of this dish?",
     "Describe the image.",
 )
-# An LMDeploy engine takes this share of the free GPU memory for its KV cache by default; with two models in one
-# kernel each gets half, so the second still finds room.
-LMDEPLOY_CACHE_SHARE = 0.8
+# The share of the free GPU memory both LMDeploy engines' KV caches take together, half each. LMDeploy's default
+# 0.8 for one engine leaves no room for its CUDA graphs (lesson 05); two models in one kernel need less still.
+LMDEPLOY_CACHE_SHARE = 0.4
 
 
 class PlaygroundError(ValueError):
@@ -505,6 +505,10 @@ class Playground:
         self._extra_models: list[str] = []
         self.base_path = Path(base).expanduser().resolve()
         self.refresh_models(finetuned)
+        # Tiles as the fine-tuned model was trained with (its config keeps them), so both sides see what it saw.
+        reference = self.sides["finetuned"].info or self.sides["base"].info
+        if reference is not None:
+            self.max_tiles.value = min(reference.max_tiles, MAX_TILES)
         self.show_gallery(self.gallery_items)
 
         picture = w.VBox([w.HBox([self.upload, self.folder, self.folder_button]), self.gallery_box,
@@ -519,11 +523,14 @@ class Playground:
     # Models ------------------------------------------------------------------------------------------------------
 
     def refresh_models(self, finetuned: str | Path | None = None) -> None:
-        """List the model folders again (a model converted since is found) and select base and fine-tuned."""
-        finetuned = finetuned or find_finetuned_model(self.base_path)
-        extra = [*self._extra_models, *([finetuned] if finetuned else [])]
+        """List the model folders again (a model converted since is found); each side keeps the model it uses,
+        and a fine-tuned side without one takes ``finetuned`` or the newest converted model."""
+        in_use = {name: side.info.path if side.info else None for name, side in self.sides.items()}
+        finetuned = finetuned or in_use["finetuned"] or find_finetuned_model(self.base_path)
+        base = in_use["base"] or self.base_path
+        extra = [*self._extra_models, str(base), *([finetuned] if finetuned else [])]
         options = model_choices(self.base_path, extra)
-        wanted = {"base": str(self.base_path), "finetuned": str(Path(finetuned).resolve()) if finetuned else None}
+        wanted = {"base": str(base), "finetuned": str(Path(finetuned).resolve()) if finetuned else None}
         for name in SIDES:
             dropdown = self.model_lists[name]
             dropdown.options = [*([("(none yet)", None)] if name == "finetuned" else []), *options]

@@ -43,14 +43,16 @@ def drive(url: str, notebook: str, screenshot: str) -> dict:
     """Open ``notebook`` in JupyterLab at ``url``, run it, pick a gallery dish, Ask, and report what the panes did."""
     from playwright.sync_api import sync_playwright
 
-    Path(screenshot).parent.mkdir(parents=True, exist_ok=True)
+    failed_screenshot = Path(screenshot.replace(".png", "-failed.png"))
+    failed_screenshot.unlink(missing_ok=True)  # from an earlier run
+    failed_screenshot.parent.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=shutil.which("chromium"), args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1500, "height": 2200})
         try:
             return run_the_lesson(page, url, notebook, screenshot)
         except Exception:
-            page.screenshot(path=screenshot.replace(".png", "-failed.png"))  # what the page showed when it failed
+            page.screenshot(path=str(failed_screenshot))  # what the page showed when it failed
             raise
         finally:
             browser.close()
@@ -61,15 +63,19 @@ def run_all_cells(page, tries: int = 5) -> None:
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     started = "() => [...document.querySelectorAll('.jp-InputPrompt')].some(e => /\\[(\\*|\\d+)\\]/.test(e.innerText))"
+    kernel_dialog = ".jp-Dialog .jp-mod-accept"  # "Select Kernel", should Lab ask: its choice is python3
     for _ in range(tries):
         page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=2 * MINUTE)
+        if page.locator(kernel_dialog).is_visible():
+            page.click(kernel_dialog)
         page.click(".lm-MenuBar-itemLabel:text-is('Run')")
         page.click(".lm-Menu-item[data-command='runmenu:run-all']")
         try:
             page.wait_for_function(started, timeout=20_000)
             return
         except PlaywrightTimeout:
-            continue
+            if page.locator(kernel_dialog).is_visible():
+                page.click(kernel_dialog)
     raise RuntimeError(f"no cell started after {tries} tries of Run All Cells")
 
 
@@ -185,10 +191,17 @@ if pytest is not None:
         env = {**os.environ, **kernel_environment({"RUN_DIR": str(session_run_dir)}),
                # the server's own files (runtime, signing key, settings, workspaces) stay in the test's folder
                **{f"JUPYTER_{kind}_DIR": str(work / kind.lower()) for kind in ("RUNTIME", "DATA", "CONFIG")},
-               "JUPYTERLAB_WORKSPACES_DIR": str(work / "workspaces")}
+               "JUPYTERLAB_WORKSPACES_DIR": str(work / "workspaces"), "JUPYTERLAB_SETTINGS_DIR": str(work / "lab-settings")}
         (work / "config").mkdir()  # no update checks or news feed: the server makes no outside calls
         (work / "config" / "jupyter_lab_config.json").write_text(json.dumps({"LabApp": {
             "news_url": None, "check_for_updates_class": "jupyterlab.NeverCheckForUpdate"}}))
+        # A learner's first visit asks which kernel to start and whether to fetch news; the test's answers:
+        user_settings = {"notebook-extension/tracker": {"autoStartDefaultKernel": True},
+                         "apputils-extension/notification": {"fetchNews": "false", "checkForUpdates": False}}
+        for name, values in user_settings.items():
+            path = work / "lab-settings" / "@jupyterlab" / f"{name}.jupyterlab-settings"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(values))
         env.pop("MODEL_PATH", None)
         env.pop("DATA_ROOT", None)
         return work, env

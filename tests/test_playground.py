@@ -294,6 +294,8 @@ def test_two_models_answer_side_by_side_and_switch_without_reloading_the_other(t
     answers = {side: playground.sides[side].history[0][1] for side in pg.SIDES}
     assert answers["base"] != answers["finetuned"]  # two models, two answers
     playground.model_lists["finetuned"].value = str(Path(tiny.model_path).resolve())  # switch from the list
+    playground.find_button.click()  # looking for new models keeps the ones in use
+    assert playground.model_lists["finetuned"].value == str(Path(tiny.model_path).resolve())
     assert playground.ask(wait=True) and len(LOADS) == loads + 3  # only the switched side loaded a model
     assert playground.sides["base"].engine is base_engine and len(playground.sides["base"].history) == 2
     assert playground.sides["finetuned"].history[0][1] == answers["base"]  # same model, same greedy answer
