@@ -197,3 +197,12 @@ def test_resume_after_kill_continues_the_schedule(prepared, tiny_model_path):
     for step in range(21, steps + 1):  # a run without its optimizer state would restart near lr = 3e-9
         assert curve[step]["lr"] == pytest.approx(lrs[step - 1], rel=1e-6)
     shutil.rmtree(job.work_dir)
+
+
+def test_lessons_05_and_06_default_to_lesson_04s_run_of_a_real_model_and_to_the_smoke_run_otherwise(monkeypatch):
+    from course_utils import training
+
+    monkeypatch.delenv("MODEL_PATH", raising=False)
+    assert training.default_run_name() == training.SMOKE_RUN_NAME
+    monkeypatch.setenv("MODEL_PATH", "/models/InternVL2-2B")
+    assert training.default_run_name() == training.LESSON_RUN_NAME == "lesson04"

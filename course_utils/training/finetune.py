@@ -18,12 +18,13 @@ from ..foodieqa.convert import load_manifest, prepare_foodieqa
 from ..foodieqa.layout import SIVQA_FILE
 from ..foodieqa.synthetic import make_synthetic_foodieqa
 from ..outputs import staged_file
-from ..paths import finetune_dir, resolve_model_path, run_dir
+from ..paths import env_path, finetune_dir, resolve_model_path, run_dir
 from ..tiny_model import ensure_tiny_model
 from .config import SMOKE_CONFIG, config_path, load_config, planned_steps
 from .launcher import MANIFEST_FILE, TrainingJob, TrainingResult, train
 
 SMOKE_RUN_NAME = "smoke"
+LESSON_RUN_NAME = "lesson04"  # lesson 04's own run (its RUN_NAME parameter)
 # The smoke recipe's data: every one of the 144 synthetic dishes, 6 pictures each; 108 dishes (2,592 questions)
 # train and 36 are held out. The 40-dish default is too small for a model with random weights to generalise.
 SMOKE_DISHES = 144
@@ -36,6 +37,12 @@ def run_work_dir(run_name: str) -> Path:
     if not run_name or Path(run_name).name != run_name:
         raise ValueError(f"a run name is one folder name, got {run_name!r}")
     return finetune_dir() / run_name
+
+
+def default_run_name() -> str:
+    """The fine-tuning run lessons 05 and 06 use by default: lesson 04's run of a learner's own model
+    (``MODEL_PATH``), else the embedded default's smoke run (the tiny model does not learn in lesson 04's one epoch)."""
+    return LESSON_RUN_NAME if env_path("MODEL_PATH") else SMOKE_RUN_NAME
 
 
 def load_finetune_manifest(run_name: str = SMOKE_RUN_NAME, work_dir: str | Path | None = None) -> dict:
