@@ -51,6 +51,8 @@ def test_backend_config_carries_the_knobs():
         "bfloat16", 4096, 0.2, 32)
     assert backend_config("lmdeploy").cache_max_entry_count == 0.8  # LMDeploy's default kept
     assert isinstance(backend_config("turbomind", session_len=2048), TurbomindEngineConfig)
+    assert backend_config("lmdeploy").tp == 1
+    assert backend_config("lmdeploy", tp=2).tp == backend_config("turbomind", tp=2).tp == 2  # tensor parallel
     with pytest.raises(ValueError, match="bfloat16 or float16"):
         backend_config("lmdeploy", dtype="float32")
 
@@ -92,5 +94,8 @@ def test_the_api_server_command_is_what_lmdeploy_parses(lmdeploy_parser, tiny_mo
     assert (args.cache_max_entry_count, args.max_batch_size, args.vision_max_batch_size) == (0.3, 16, 8)
     defaults = lmdeploy_parser.parse_args(lmdeploy_command(tiny_model_path, "127.0.0.1", 1, model_name="m")[3:])
     assert defaults.api_keys is None and defaults.cache_max_entry_count == 0.8
+    assert defaults.tp == 1
+    two_gpus = lmdeploy_command(tiny_model_path, "127.0.0.1", 1, model_name="m", tp=2)
+    assert lmdeploy_parser.parse_args(two_gpus[3:]).tp == 2
     turbomind = lmdeploy_command(tiny_model_path, "127.0.0.1", 1, model_name="m", engine="turbomind")
     assert lmdeploy_parser.parse_args(turbomind[3:]).backend == "turbomind"
