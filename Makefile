@@ -28,7 +28,7 @@ export DS_BUILD_OPS := 0
 
 space := $(subst ,, )
 
-.PHONY: help env course test lab doctor lock clean
+.PHONY: help env course test lab doctor lock clean browser-tools
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -48,6 +48,29 @@ lab: $(ENV_STAMP) ## open the lessons in JupyterLab
 
 doctor: $(ENV_STAMP) ## show versions, GPU and what will run where
 	"$(PY)" -m course_utils doctor
+
+# The browser test (tests/test_browser_playground.py) drives Debian's Chromium with Playwright from a small venv of its
+# own, so the course environment stays exactly requirements.lock; Playwright's own browser download is not used.
+BROWSER_TOOLS ?= $(HOME)/.cache/internvl2-course/browser-tools
+PLAYWRIGHT_VERSION := 1.65.2
+export BROWSER_TOOLS
+
+# A CJK font lets the screenshot show the Chinese questions and answers as text rather than empty boxes.
+browser-tools: $(ENV_STAMP) ## install Chromium and a CJK font (apt, as root) and Playwright (own venv) for the browser test
+	@if ! command -v chromium >/dev/null || [ -z "$$(fc-list :lang=zh 2>/dev/null)" ]; then
+	  if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+	    echo "error: the browser test needs Chromium and a CJK font (Debian: sudo apt-get install chromium fonts-wqy-zenhei)" >&2
+	    exit 1
+	  fi
+	  apt-get update -qq
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-wqy-zenhei >/dev/null
+	fi
+	if ! "$(BROWSER_TOOLS)/bin/python" -c 'import importlib.metadata as m, sys; sys.exit(m.version("playwright") != sys.argv[1])' \
+	     $(PLAYWRIGHT_VERSION) 2>/dev/null; then
+	  "$(PY)" -m venv --clear "$(BROWSER_TOOLS)"
+	  "$(BROWSER_TOOLS)/bin/python" -m pip install --no-input -q $(if $(CI),--progress-bar off) playwright==$(PLAYWRIGHT_VERSION)
+	fi
+	echo "browser tools ready: $$(command -v chromium) ($$(chromium --version 2>/dev/null)), Playwright $(PLAYWRIGHT_VERSION) in $(BROWSER_TOOLS)"
 
 # The stamp is written last: an interrupted build leaves no stamp and is removed and redone, never half-used.
 $(ENV_STAMP):

@@ -32,7 +32,7 @@ GPU_PARAMETERS: dict[str, dict] = {
 }
 # The 2B-shaped preset runs the lessons whose cost grows with the model: serving and fine-tuning.
 PRESET_LESSONS = ("02", "04")
-PRESET_PARAMETERS: dict[str, dict] = {"04": {"CONFIG": "internvl2_2b_lora_foodieqa", "MAX_STEPS": 4}}
+PRESET_PARAMETERS: dict[str, dict] = {"04": {"MAX_EPOCHS": None, "SAVE_STEPS": 2, "INTERRUPT_AT_STEP": 2, "MAX_STEPS": 4}}
 
 
 def gpu_description() -> dict:
@@ -45,8 +45,10 @@ def gpu_description() -> dict:
             "torch": torch.__version__, "python": platform.python_version()}
 
 
-def run_lessons(lessons, out_dir: Path, extra_parameters: dict[str, dict], env: dict[str, str] | None = None):
-    """Execute ``lessons`` in order in GPU mode; returns their outcomes as dicts."""
+def run_lessons(lessons, out_dir: Path, extra_parameters: dict[str, dict], env: dict[str, str] | None = None,
+                save=lambda outcomes: None):
+    """Execute ``lessons`` in order in GPU mode; returns their outcomes as dicts, passing them to ``save`` after each
+    lesson so that an interrupted run keeps what it measured."""
     import papermill
 
     from course_utils.course_run import find_notebook, format_figure, run_lesson
@@ -66,6 +68,7 @@ def run_lessons(lessons, out_dir: Path, extra_parameters: dict[str, dict], env: 
             print(f"    {name} = {format_figure(value)}")
         outcomes.append({"lesson": notebook.stem, "parameters": parameters, "ok": run.ok,
                          "seconds": round(run.seconds, 1), "error": run.error, "figures": run.figures})
+        save(outcomes)
     return outcomes
 
 
@@ -82,23 +85,30 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "gpu_course.json")
     parser.add_argument("--lessons", nargs="*", default=None, help="tiny-model lessons to run (default: all)")
+    parser.add_argument("--executed", type=Path, default=None, help="folder for the executed notebooks")
     parser.add_argument("--skip-preset", action="store_true", help="do not run the 2B-shaped preset")
     args = parser.parse_args(argv)
 
     from course_utils.course_run import build_embedded_defaults, list_notebooks
 
     results = {"machine": gpu_description()}
-    executed = Path(tempfile.mkdtemp(prefix="gpu-course-"))
+    executed = args.executed or Path(tempfile.mkdtemp(prefix="gpu-course-"))
+
+    def saver(part):
+        def save(outcomes):
+            results[part] = outcomes
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        return save
+
     for line in build_embedded_defaults():
         print(line)
     lessons = args.lessons or [path.name[:2] for path in list_notebooks()]
-    results["tiny_model"] = run_lessons(lessons, executed / "tiny", {})
+    run_lessons(lessons, executed / "tiny", {}, save=saver("tiny_model"))
     if not args.skip_preset:
         preset = build_preset_model(Path(os.environ.get("RUN_DIR", ROOT / "runs")) / "models" / "internvl2-2b-random")
-        results["internvl2_2b_preset"] = run_lessons(PRESET_LESSONS, executed / "preset", PRESET_PARAMETERS,
-                                                     env={"MODEL_PATH": str(preset)})
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        run_lessons(PRESET_LESSONS, executed / "preset", PRESET_PARAMETERS, env={"MODEL_PATH": str(preset)},
+                    save=saver("internvl2_2b_preset"))
     print(f"results: {args.out}")
     failed = [o["lesson"] for part in ("tiny_model", "internvl2_2b_preset") for o in results.get(part, []) if not o["ok"]]
     return 1 if failed else 0

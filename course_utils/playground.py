@@ -21,6 +21,7 @@ import html
 import io
 import json
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -29,13 +30,14 @@ from typing import Callable, Iterator
 
 from PIL import Image, ImageDraw
 
+from .engines import GenerationSettings, choose_backend, load_engine
 from .paths import run_dir
 
 MAX_TILES = 12  # the slider's top: InternVL2's published max_dynamic_patch
 MAX_IMAGE_SIDE = 4096  # larger pictures are shrunk before tiling: the tiles look the same, the memory is saved
 MAX_IMAGE_PIXELS = 64_000_000  # above this an upload is refused before it is decoded (a 64 Mpx RGB image is 192 MB)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
-# Folders that are being written (staging) or hold data, never models a learner should pick.
+# Names of folders being written (staging), never models a learner should pick (the course's own start with ".").
 SKIPPED_FOLDER_MARKERS = (".building", ".staging", ".incomplete", ".partial", ".tmp")
 SIDES = ("base", "finetuned")
 SIDE_TITLES = {"base": "Base model", "finetuned": "Fine-tuned model"}
@@ -51,9 +53,9 @@ PRESET_QUESTIONS = (
     "What is the main ingredient of this dish?",
     "Describe the image.",
 )
-# An LMDeploy engine takes this share of the free GPU memory for its KV cache by default; with two models in one
-# kernel each gets half, so the second still finds room.
-LMDEPLOY_CACHE_SHARE = 0.8
+# The share of the free GPU memory both LMDeploy engines' KV caches take together, half each. LMDeploy's default
+# 0.8 for one engine leaves no room for its CUDA graphs (lesson 05); two models in one kernel need less still.
+LMDEPLOY_CACHE_SHARE = 0.4
 
 
 class PlaygroundError(ValueError):
@@ -220,11 +222,28 @@ def find_model_folders(root: str | Path | None = None, max_depth: int = 4) -> li
 
 
 def find_finetuned_model(base: str | Path, root: str | Path | None = None) -> Path | None:
-    """The newest InternVL2 folder in the run directory that is not ``base`` nor the embedded tiny model."""
-    from .paths import tiny_model_dir
+    """The newest converted model in the run directory: a folder with lesson 05's conversion record
+    (``course-conversion.json``), one converted from ``base`` first; None when there is none yet."""
+    from .training.convert import read_conversion
 
-    excluded = {Path(base).resolve(), tiny_model_dir().resolve()}
-    return next((path for path in find_model_folders(root) if path not in excluded), None)
+    base = Path(base).resolve()
+    converted = [(path, record) for path in find_model_folders(root) if (record := read_conversion(path))]
+    from_base = [path for path, record in converted if Path(record["base_model"]).resolve() == base]
+    return next(iter(from_base or [path for path, _ in converted]), None)
+
+
+def training_data_of(model: str | Path | None) -> Path | None:
+    """The prepared data a converted model was fine-tuned on (conversion record -> checkpoint -> the run's
+    ``course-finetune.json``), or None when the chain is not there."""
+    from .training.convert import read_conversion
+    from .training.launcher import MANIFEST_FILE
+
+    record = read_conversion(model) if model else None
+    run_manifest = Path(record["checkpoint"]).parent / MANIFEST_FILE if record else None
+    if run_manifest is None or not run_manifest.is_file():
+        return None
+    prepared = json.loads(run_manifest.read_text(encoding="utf-8")).get("prepared_data")
+    return Path(prepared) if prepared and (Path(prepared) / "manifest.json").is_file() else None
 
 
 def model_choices(base: str | Path, extra=()) -> list[tuple[str, str]]:
@@ -251,13 +270,15 @@ class GalleryItem:
     question: str = ""
 
 
-def held_out_manifest() -> tuple[dict, str]:
-    """Lesson 03's prepared data as it is (whatever settings lessons 03 and 04 used) and a line saying where from.
-
-    Only when there is none is it prepared here, with lesson 03's defaults.
-    """
+def held_out_manifest(finetuned: str | Path | None = None) -> tuple[dict, str]:
+    """The prepared data whose held-out dishes the gallery shows, and a line saying which: the data ``finetuned``
+    was trained on (its questions are in the style it learnt), else lesson 03's split as it is, else lesson 03's
+    split prepared now with its defaults."""
     from .foodieqa import ensure_prepared_foodieqa, load_manifest, prepared_dir
 
+    trained_on = training_data_of(finetuned)
+    if trained_on is not None:
+        return load_manifest(trained_on), f"held-out dishes of the data the fine-tuned model was trained on, {trained_on}"
     try:
         return load_manifest(), f"held-out dishes of lesson 03's split in {prepared_dir()}"
     except FileNotFoundError:
@@ -318,17 +339,9 @@ def next_history(history: list[tuple[str, str]] | None, question: str, answer: s
     return [*(history or []), (question, answer)]
 
 
-def load_engine_default(model_path, **options):
-    """The course's engine for a model folder (LMDeploy on a GPU, transformers otherwise)."""
-    from .engines import load_engine
-
-    return load_engine(model_path, **options)
-
-
-def generation_settings_default(**values):
-    from .engines import GenerationSettings
-
-    return GenerationSettings(**values)
+def lmdeploy_cache_share() -> float | None:
+    """Each side's share of the free GPU memory for LMDeploy's KV cache (None where the engine is not LMDeploy)."""
+    return LMDEPLOY_CACHE_SHARE / len(SIDES) if choose_backend()[0] != "transformers" else None
 
 
 @dataclass
@@ -340,7 +353,7 @@ class ModelSide:
     """
 
     name: str
-    load: Callable = load_engine_default
+    load: Callable = load_engine
     cache_share: float | None = None  # this side's share of the GPU memory for LMDeploy's KV cache
     info: ModelInfo | None = None
     engine: object = None
@@ -400,19 +413,11 @@ class ModelSide:
             pieces.append(piece)
             yield piece
         answer = "".join(pieces)
-        tokens = len(self.tokenizer.encode(answer, add_special_tokens=False))
+        # Counted by encoding the text again; text decoded from a token that ends mid-character (shown as U+FFFD)
+        # encodes longer than it was written, and the model never writes more than max_new_tokens.
+        tokens = min(len(self.tokenizer.encode(answer, add_special_tokens=False)), settings.max_new_tokens)
         self.last_stats = AnswerStats(time.perf_counter() - start, tokens, len(pieces))
         self.history = next_history(self.history, question, answer.strip(), image is not None)
-
-
-def gpu_memory_in_use_gib() -> float | None:
-    """GPU memory in use on the current device (every model and cache in this kernel, and others'), None without CUDA."""
-    import torch
-
-    if not torch.cuda.is_available():
-        return None
-    free, total = torch.cuda.mem_get_info()
-    return (total - free) / 2**30
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -426,7 +431,7 @@ def conversation_html(history, question: str | None = None, partial: str = "", m
              for q, a in turns]
     if message:
         parts.append(f"<div class='course-message'><i>{html.escape(message)}</i></div>")
-    return "<div style='white-space: pre-wrap; min-height: 8em'>" + "".join(parts) + "</div>"
+    return "<div style='white-space: pre-wrap; line-height: 1.4; min-height: 8em'>" + "".join(parts) + "</div>"
 
 
 class Playground:
@@ -437,11 +442,12 @@ class Playground:
     """
 
     def __init__(self, base: str | Path, finetuned: str | Path | None = None, gallery=(), *,
-                 load: Callable = load_engine_default, make_settings: Callable = generation_settings_default):
+                 load: Callable = load_engine, make_settings: Callable = GenerationSettings):
         import ipywidgets as w
 
         self.make_settings = make_settings
-        self.sides = {name: ModelSide(name, load=load, cache_share=LMDEPLOY_CACHE_SHARE / len(SIDES)) for name in SIDES}
+        share = lmdeploy_cache_share()
+        self.sides = {name: ModelSide(name, load=load, cache_share=share) for name in SIDES}
         self.image: Image.Image | None = None
         self.image_note = ""
         self.last_preview: TilePreview | None = None
@@ -465,10 +471,11 @@ class Playground:
         self.presets = w.Dropdown(options=[("(preset questions)", ""), *[(q, q) for q in PRESET_QUESTIONS]],
                                   layout=w.Layout(width="100%"))
         self.presets.observe(self._on_preset, names="value")
-        self.max_new_tokens = w.IntSlider(64, min=1, max=1024, description="max new tokens")
-        self.temperature = w.FloatSlider(0.0, min=0.0, max=1.5, step=0.05, description="temperature")
-        self.top_p = w.FloatSlider(1.0, min=0.05, max=1.0, step=0.05, description="top-p")
-        self.max_tiles = w.IntSlider(6, min=1, max=MAX_TILES, description="max tiles")
+        label = {"style": {"description_width": "9em"}}
+        self.max_new_tokens = w.IntSlider(64, min=1, max=1024, description="max new tokens", **label)
+        self.temperature = w.FloatSlider(0.0, min=0.0, max=1.5, step=0.05, description="temperature", **label)
+        self.top_p = w.FloatSlider(1.0, min=0.05, max=1.0, step=0.05, description="top-p", **label)
+        self.max_tiles = w.IntSlider(6, min=1, max=MAX_TILES, description="max tiles", **label)
         self.max_tiles.observe(lambda _: self._guarded(self._update_preview), names="value")
         self.ask_button = w.Button(description="Ask", button_style="primary", icon="paper-plane")
         self.ask_button.add_class("course-playground-ask")
@@ -498,6 +505,10 @@ class Playground:
         self._extra_models: list[str] = []
         self.base_path = Path(base).expanduser().resolve()
         self.refresh_models(finetuned)
+        # Tiles as the fine-tuned model was trained with (its config keeps them), so both sides see what it saw.
+        reference = self.sides["finetuned"].info or self.sides["base"].info
+        if reference is not None:
+            self.max_tiles.value = min(reference.max_tiles, MAX_TILES)
         self.show_gallery(self.gallery_items)
 
         picture = w.VBox([w.HBox([self.upload, self.folder, self.folder_button]), self.gallery_box,
@@ -512,11 +523,14 @@ class Playground:
     # Models ------------------------------------------------------------------------------------------------------
 
     def refresh_models(self, finetuned: str | Path | None = None) -> None:
-        """List the model folders again (a model converted since is found) and select base and fine-tuned."""
-        finetuned = finetuned or find_finetuned_model(self.base_path)
-        extra = [*self._extra_models, *([finetuned] if finetuned else [])]
+        """List the model folders again (a model converted since is found); each side keeps the model it uses,
+        and a fine-tuned side without one takes ``finetuned`` or the newest converted model."""
+        in_use = {name: side.info.path if side.info else None for name, side in self.sides.items()}
+        finetuned = finetuned or in_use["finetuned"] or find_finetuned_model(self.base_path)
+        base = in_use["base"] or self.base_path
+        extra = [*self._extra_models, str(base), *([finetuned] if finetuned else [])]
         options = model_choices(self.base_path, extra)
-        wanted = {"base": str(self.base_path), "finetuned": str(Path(finetuned).resolve()) if finetuned else None}
+        wanted = {"base": str(base), "finetuned": str(Path(finetuned).resolve()) if finetuned else None}
         for name in SIDES:
             dropdown = self.model_lists[name]
             dropdown.options = [*([("(none yet)", None)] if name == "finetuned" else []), *options]
@@ -538,6 +552,10 @@ class Playground:
             self.model_lists[name].value = str(info.path) if name == side else current[name]
 
     def _on_model(self, side: str, path) -> None:
+        if self._refused_while_answering("switch models"):
+            current = self.sides[side].info
+            self.model_lists[side].value = str(current.path) if current else None  # the list shows the model in use
+            return
         try:
             self.sides[side].select(path)
         except PlaygroundError as error:
@@ -577,11 +595,13 @@ class Playground:
 
     def pick_image(self, source) -> None:
         """Use an image (path, bytes or PIL); a new picture starts new conversations. Bad input: PlaygroundError."""
+        if self._refused_while_answering("pick a picture"):
+            return
         self.image, self.image_note = open_image(source)
-        for side in self.sides.values():
+        for name, side in self.sides.items():
             side.clear()
-        for name in SIDES:
             self._show(name)
+            self.stats[name].value = ""
         self._update_preview()
 
     def _show_folder(self) -> None:
@@ -612,15 +632,15 @@ class Playground:
         The answers are written by a worker thread, base first, then fine-tuned; ``wait=True`` returns when done.
         """
         if not self._busy.acquire(blocking=False):
-            self.status.value = "<i>Still answering: wait for both answers before asking again.</i>"
+            self._refused_while_answering("ask again")
             return False
         question = self.question.value
         values = dict(max_new_tokens=self.max_new_tokens.value, temperature=self.temperature.value,
                       top_p=self.top_p.value)
-        self.ask_button.disabled = True
+        self._lock_controls(True)
         self.status.value = "<i>answering...</i>"
-        self._worker = threading.Thread(target=self._answer_both, args=(question, values, self.max_tiles.value),
-                                        daemon=True)
+        self._worker = threading.Thread(target=self._answer_both, daemon=True,
+                                        args=(self.image, question, values, self.max_tiles.value))
         self._worker.start()
         if wait:
             self.wait()
@@ -633,30 +653,49 @@ class Playground:
 
     def clear(self) -> bool:
         """Forget both conversations (refused while answering)."""
-        if self._busy.locked():
-            self.status.value = "<i>Still answering: clear when both answers are complete.</i>"
+        if self._refused_while_answering("clear"):
             return False
         for name, side in self.sides.items():
             side.clear()
             self._show(name)
+            self.stats[name].value = ""
         self.status.value = ""
         return True
 
-    def _answer_both(self, question: str, values: dict, max_tiles: int) -> None:
+    def _refused_while_answering(self, action: str) -> bool:
+        """True, with a message, while answers are streaming: nothing may change under them."""
+        if self._busy.locked():
+            self.status.value = f"<i>Still answering: {action} when both answers are complete.</i>"
+            return True
+        return False
+
+    def _lock_controls(self, locked: bool) -> None:
+        """Disable what would change the models, the picture or the conversations while answers stream."""
+        gallery_buttons = [cell.children[1] for cell in self.gallery_box.children]
+        for control in (self.ask_button, self.clear_button, self.find_button, self.upload, self.folder_button,
+                        *self.model_lists.values(), *gallery_buttons):
+            control.disabled = locked
+
+    def _answer_both(self, image, question: str, values: dict, max_tiles: int) -> None:
         try:
             if not question.strip():
                 for name in SIDES:
                     self._show(name, message="Type a question first (or pick a preset one).")
                 return
-            settings = self.make_settings(**values)
+            try:
+                settings = self.make_settings(**values)
+            except ValueError as error:
+                for name in SIDES:
+                    self._show(name, message=str(error))
+                return
             for name in SIDES:
-                self._answer_one(name, question.strip(), settings, max_tiles)
+                self._answer_one(name, image, question.strip(), settings, max_tiles)
         finally:
             self.status.value = ""
-            self.ask_button.disabled = False
+            self._lock_controls(False)
             self._busy.release()
 
-    def _answer_one(self, name: str, question: str, settings, max_tiles: int) -> None:
+    def _answer_one(self, name: str, image, question: str, settings, max_tiles: int) -> None:
         side = self.sides[name]
         self.stats[name].value = ""
         history = list(side.history)
@@ -667,7 +706,7 @@ class Playground:
         try:
             if side.engine is None or side.engine_max_tiles != max_tiles:
                 self._show(name, question=question, message=f"loading {side.info.path.name} ...")
-            for piece in side.ask(self.image, question, settings, max_tiles):
+            for piece in side.ask(image, question, settings, max_tiles):
                 partial += piece
                 self._show(name, question=question, partial=partial)
         except Exception as error:  # the pane shows one line, the notebook never a traceback
@@ -676,6 +715,11 @@ class Playground:
             return
         self._show(name)
         self.stats[name].value = html.escape(side.last_stats.summary())
+
+    def pane_text(self, side: str) -> str:
+        """What a pane shows, as plain text."""
+        lines = re.sub(r"<[^>]+>", "", re.sub(r"<br>|</div>", "\n", self.answers[side].value))  # text is escaped
+        return "\n".join(line for line in html.unescape(lines).splitlines() if line.strip())
 
     def _show(self, name: str, question: str | None = None, partial: str = "", message: str = "", history=None):
         history = self.sides[name].history if history is None else history

@@ -91,3 +91,14 @@ def refuse_writes_in(monkeypatch):
         monkeypatch.setattr(tempfile, "mkdtemp", mkdtemp)
 
     return refuse
+
+
+@pytest.fixture(scope="session")
+def smoke_model(session_run_dir) -> dict:
+    """The tiny model smoke-trained through ``xtuner train`` once per session (lesson 04's default recipe).
+
+    Returns its ``course-finetune.json`` manifest; lessons 04, 05 and 06 find the run in the session's RUN_DIR.
+    """
+    from course_utils.training import ensure_smoke_model
+
+    return ensure_smoke_model(progress=False)

@@ -85,6 +85,15 @@ def test_the_summary_lists_each_lesson_its_result_time_and_figures(tmp_path):
     assert lines[-1] == "1 of 2 lessons ran; 5.2 s in all"
 
 
+def test_the_summary_ends_with_lesson_05s_before_and_after_as_the_headline(tmp_path):
+    heldout = {"before": 0.1875, "after": 0.90625, "ci95_after": [0.8, 0.96], "questions": 128, "mcnemar_p": 3.1e-20}
+    runs = [LessonRun("04_lora_finetuning", 9.0, {"steps": 60}),
+            LessonRun("05_evaluation", 30.0, {"heldout_original": heldout})]
+    assert format_summary(runs, tmp_path).splitlines()[-1] == (
+        "Headline: held-out accuracy 18.8% before fine-tuning -> 90.6% after (95 % CI 80.0%-96.0%, 128 questions, "
+        "McNemar p = 3.1e-20)")
+
+
 def test_a_cell_error_is_named_in_one_line():
     from papermill.exceptions import PapermillExecutionError
 

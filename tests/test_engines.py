@@ -1,6 +1,7 @@
 """The engine interface on the transformers backend (tiny model, CPU): the same answers as the model card's API,
 batches, streaming, history, settings, session_len, close(), and backend selection."""
 
+import json
 import weakref
 
 import pytest
@@ -153,3 +154,26 @@ def test_close_drops_the_model(tiny_model_path, dish):
     assert model() is None  # nothing else holds the weights: their memory is free
     with pytest.raises(RuntimeError, match="closed"):
         engine.answer(dish, "q", SHORT)
+
+
+def test_recorded_gpu_figures_are_read_wherever_the_benchmark_puts_them(tmp_path):
+    from course_utils.engines.measure import read_recorded_throughput
+
+    rows, note = read_recorded_throughput(tmp_path / "missing.json")
+    assert rows == [] and "does not exist" in note
+    results = {"device": "NVIDIA H100 80GB HBM3", "runs": [
+        {"engine": "lmdeploy", "case": "1 tile", "requests_per_s": 60.5, "output_tokens_per_s": 3872.0},
+        {"name": "official chat()", "requests_per_s": 0.59}], "ratios": {"lmdeploy_vs_chat": 102.5}}
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    rows, note = read_recorded_throughput(tmp_path / "results.json")
+    assert rows == [{"label": "lmdeploy · 1 tile", "requests_per_s": 60.5},
+                    {"label": "official chat()", "requests_per_s": 0.59}]
+    assert "NVIDIA H100 80GB HBM3" in note and "not measured here" in note
+
+
+def test_dish_requests_are_foodieqa_photos_with_their_questions(session_run_dir):
+    from course_utils.engines.measure import dish_requests
+
+    requests = dish_requests(count=3)
+    assert len(requests) == 3 and all(path.is_file() for path, _ in requests)
+    assert all("（A)" in question for _, question in requests)  # multiple choice, as lesson 03 prompts

@@ -17,49 +17,28 @@ import pytest
 from PIL import Image
 
 from course_utils import playground as pg
-from course_utils.chat import image_pixel_values, load_model, stream_chat
+from course_utils.chat import image_pixel_values
+from course_utils.engines import GenerationSettings, load_engine
+
+GREEDY = GenerationSettings(max_new_tokens=12)
+LOADS = []  # every engine the playground loaded in this module, to check it loads each model once
 
 
-@dataclass
-class Settings:
-    """The generation settings of the engine interface (what ``GenerationSettings`` holds)."""
-
-    max_new_tokens: int = 64
-    temperature: float = 0.0
-    top_p: float = 1.0
+def load_transformers(model_path, **options):
+    """The course's transformers engine (what ``backend="auto"`` picks without a GPU), counted."""
+    engine = load_engine(model_path, backend="transformers", **options)
+    LOADS.append(engine)
+    return engine
 
 
-class TinyChatEngine:
-    """The engine interface's streaming part over ``course_utils.chat``: the real model, greedy or sampled."""
+class WrappedEngine:
+    """The transformers engine, for tests that change how it streams."""
 
-    loaded: dict = {}  # model folder -> (model, tokenizer): each folder is read once per test session
+    def __init__(self, model_path, **options):
+        self.engine = load_transformers(model_path, **options)
 
-    def __init__(self, model_path, max_dynamic_patch=None, cache_max_entry_count=None):
-        key = str(model_path)
-        if key not in self.loaded:
-            self.loaded[key] = load_model(model_path, device="cpu")
-        self.model, self.tokenizer = self.loaded[key]
-        self.model_path = Path(model_path)
-        self.max_dynamic_patch = max_dynamic_patch
-        self.closed = False
-
-    def generation_config(self, settings):
-        return dict(max_new_tokens=settings.max_new_tokens, do_sample=settings.temperature > 0,
-                    **({"temperature": settings.temperature, "top_p": settings.top_p} if settings.temperature else {}))
-
-    def pixel_values(self, image):
-        return None if image is None else image_pixel_values(self.model, image, self.max_dynamic_patch)
-
-    def stream(self, image, question, settings=None, history=None):
-        settings = settings or Settings()
-        yield from stream_chat(self.model, self.tokenizer, self.pixel_values(image), question,
-                               self.generation_config(settings), history=history)
-
-    def close(self):
-        self.closed = True
-
-
-GREEDY = Settings(max_new_tokens=12)
+    def __getattr__(self, name):
+        return getattr(self.engine, name)
 
 
 def dish(color=(200, 60, 40), size=(320, 240)) -> Image.Image:
@@ -81,9 +60,23 @@ def png_claiming_size(width: int, height: int) -> bytes:
     return bytes(data)
 
 
+@dataclass
+class Tiny:
+    """The tiny model as the tests load it themselves, to compute what the playground should show."""
+
+    model_path: Path
+    model: object
+    tokenizer: object
+
+    def chat(self, image, question, settings=GREEDY, max_tiles=6, history=None, return_history=False):
+        pixels = image_pixel_values(self.model, image, max_tiles)
+        config = dict(max_new_tokens=settings.max_new_tokens, do_sample=False)
+        return self.model.chat(self.tokenizer, pixels, question, config, history=history, return_history=return_history)
+
+
 @pytest.fixture(scope="module")
-def tiny(tiny_model_path):
-    return TinyChatEngine(tiny_model_path)
+def tiny(tiny_model_path, tiny_model_and_tokenizer):
+    return Tiny(Path(tiny_model_path), *tiny_model_and_tokenizer)
 
 
 @pytest.fixture(scope="module")
@@ -101,8 +94,8 @@ def gallery(session_run_dir):
     return pg.held_out_gallery(ensure_prepared_foodieqa(), limit=3)
 
 
-def make_playground(base, finetuned=None, gallery=(), load=TinyChatEngine):
-    return pg.Playground(base, finetuned, gallery, load=load, make_settings=Settings)
+def make_playground(base, finetuned=None, gallery=(), load=load_transformers):
+    return pg.Playground(base, finetuned, gallery, load=load)
 
 
 def answer_text(playground, side) -> str:
@@ -190,50 +183,78 @@ def test_a_folder_that_is_not_an_internvl2_model_says_why(tmp_path, tiny_model_p
             pg.read_model_info(folder)
 
 
-def test_the_converted_model_is_found_in_the_run_directory(tmp_path, tiny_model_path):
+def converted_copy(model: Path, out: Path, base: Path, checkpoint: Path) -> Path:
+    """A copy of ``model`` with the conversion record lesson 05 writes (``convert_checkpoint``'s fields we read)."""
+    from course_utils.training.convert import CONVERSION_FILE
+
+    shutil.copytree(model, out)
+    (out / CONVERSION_FILE).write_text(json.dumps({"checkpoint": str(checkpoint), "base_model": str(base)}))
+    return out.resolve()
+
+
+def test_the_converted_model_is_found_by_its_conversion_record(tmp_path, tiny_model_path):
     base = shutil.copytree(tiny_model_path, tmp_path / "models" / "tiny-internvl2")
+    plain = shutil.copytree(tiny_model_path, tmp_path / "models" / "a-learners-copy")  # no record: not fine-tuned
     assert pg.find_finetuned_model(base, tmp_path) is None
-    converted = shutil.copytree(tiny_model_path, tmp_path / "finetune" / "smoke" / "converted")
-    shutil.copytree(tiny_model_path, tmp_path / "finetune" / "smoke" / "converted.staging")  # being written
+    run = tmp_path / "finetune" / "smoke"
+    of_other_base = converted_copy(tiny_model_path, run / "of-another-base", tmp_path / "elsewhere", run / "iter_1.pth")
+    assert pg.find_finetuned_model(base, tmp_path) == of_other_base  # better than nothing
+    converted = converted_copy(tiny_model_path, run / "converted", base, run / "iter_2.pth")
+    converted_copy(tiny_model_path, run / ".converted.staging-1", base, run / "iter_3.pth")  # being written
     shutil.copytree(tiny_model_path, tmp_path / "data" / "a-model-among-the-data")
-    assert pg.find_model_folders(tmp_path) == [converted.resolve(), base.resolve()]
-    assert pg.find_finetuned_model(base, tmp_path) == converted.resolve()
+    assert set(pg.find_model_folders(tmp_path)) == {base.resolve(), plain.resolve(), of_other_base, converted}
+    assert pg.find_finetuned_model(base, tmp_path) == converted
+
+
+def test_the_gallery_comes_from_the_data_the_finetuned_model_was_trained_on(tmp_path, tiny_model_path, gallery):
+    from course_utils.foodieqa import prepared_dir
+    from course_utils.training.launcher import MANIFEST_FILE
+
+    run = tmp_path / "finetune" / "smoke"
+    converted = converted_copy(tiny_model_path, run / "converted", tiny_model_path, run / "iter_2.pth")
+    assert pg.training_data_of(converted) is None  # the run's manifest is not there
+    manifest, source = pg.held_out_manifest(converted)
+    assert source.startswith("held-out dishes of lesson 03's split")
+    trained_on = shutil.copytree(prepared_dir(), tmp_path / "data" / "smoke-xtuner")
+    (run / MANIFEST_FILE).write_text(json.dumps({"prepared_data": str(trained_on)}))
+    manifest, source = pg.held_out_manifest(converted)
+    assert pg.training_data_of(converted) == trained_on and "the fine-tuned model was trained on" in source
+    assert Path(manifest["test_path"]) == trained_on.resolve() / "test.json"
+    assert [item.label for item in pg.held_out_gallery(manifest, limit=3)] == [item.label for item in gallery]
 
 
 # ---- one side: question + settings -> streamed pieces -----------------------------------------------------------
 
 
 def test_a_side_streams_the_models_answer_and_keeps_the_conversation(tiny):
-    side = pg.ModelSide("base", load=TinyChatEngine)
+    side = pg.ModelSide("base", load=load_transformers)
     side.select(tiny.model_path)
     image = dish()
     first = list(side.ask(image, "这道菜属于哪个菜系？", GREEDY, max_tiles=6))
     assert len(first) > 1  # streamed, not returned at once
-    config = tiny.generation_config(GREEDY)
-    pixels = image_pixel_values(tiny.model, image, 6)
-    expected, history = tiny.model.chat(tiny.tokenizer, pixels, "这道菜属于哪个菜系？", config, return_history=True)
+    expected, history = tiny.chat(image, "这道菜属于哪个菜系？", return_history=True)
     assert "".join(first).strip() == expected and side.history == history
     stats = side.last_stats
-    assert stats.pieces == len(first) and stats.tokens == len(tiny.tokenizer.encode("".join(first), add_special_tokens=False))
+    assert stats.pieces == len(first) and stats.tokens == min(len(tiny.tokenizer.encode("".join(first), add_special_tokens=False)), 12)
     assert stats.tokens_per_second == pytest.approx(stats.tokens / stats.seconds)
 
     second = "".join(side.ask(image, "What is the main ingredient?", GREEDY, max_tiles=6))
-    assert second.strip() == tiny.model.chat(tiny.tokenizer, pixels, "What is the main ingredient?", config, history=history)
+    assert second.strip() == tiny.chat(image, "What is the main ingredient?", history=history)
     assert len(side.history) == 2
     side.clear()
     assert side.history == [] and side.engine is not None  # the model stays loaded
 
 
 def test_a_side_reloads_its_engine_only_for_another_tile_limit(tiny):
-    side = pg.ModelSide("base", load=TinyChatEngine)
+    side = pg.ModelSide("base", load=load_transformers)
     side.select(tiny.model_path)
     assert side.ensure_loaded(6) and not side.ensure_loaded(6)
     first = side.engine
-    assert side.ensure_loaded(2) and first.closed and side.engine.max_dynamic_patch == 2
+    assert side.ensure_loaded(2) and first.model is None and side.engine.max_dynamic_patch == 2  # the old one freed
 
 
 def test_a_side_refuses_an_empty_question_and_a_missing_model(tiny):
-    side = pg.ModelSide("finetuned", load=TinyChatEngine)
+    side = pg.ModelSide("finetuned", load=load_transformers)
     with pytest.raises(pg.PlaygroundError, match="Lesson 04"):
         list(side.ask(dish(), "question", GREEDY, 6))
     side.select(tiny.model_path)
@@ -257,7 +278,8 @@ def test_the_playground_answers_a_gallery_dish_and_says_how_to_make_the_finetune
     answer = playground.sides["base"].history[0][1]
     assert answer and html.escape(answer) in answer_text(playground, "base")
     assert "tokens/s" in playground.stats["base"].value
-    assert "Lesson 04" in answer_text(playground, "finetuned") and playground.stats["finetuned"].value == ""
+    assert playground.pane_text("finetuned") == pg.FINETUNE_HINT and playground.stats["finetuned"].value == ""
+    assert playground.pane_text("base").startswith(f"Q: {gallery[1].question.splitlines()[0]}")
     assert not playground.ask_button.disabled
 
 
@@ -266,12 +288,15 @@ def test_two_models_answer_side_by_side_and_switch_without_reloading_the_other(t
     playground.add_model_folder(second_model_path, side="finetuned")
     playground.pick_image(dish())
     playground.question.value = "这道菜的主要食材是什么？"
-    assert playground.ask(wait=True)
+    loads = len(LOADS)
+    assert playground.ask(wait=True) and len(LOADS) == loads + 2
     base_engine = playground.sides["base"].engine
     answers = {side: playground.sides[side].history[0][1] for side in pg.SIDES}
     assert answers["base"] != answers["finetuned"]  # two models, two answers
     playground.model_lists["finetuned"].value = str(Path(tiny.model_path).resolve())  # switch from the list
-    assert playground.ask(wait=True)
+    playground.find_button.click()  # looking for new models keeps the ones in use
+    assert playground.model_lists["finetuned"].value == str(Path(tiny.model_path).resolve())
+    assert playground.ask(wait=True) and len(LOADS) == loads + 3  # only the switched side loaded a model
     assert playground.sides["base"].engine is base_engine and len(playground.sides["base"].history) == 2
     assert playground.sides["finetuned"].history[0][1] == answers["base"]  # same model, same greedy answer
     playground.clear()
@@ -281,11 +306,11 @@ def test_two_models_answer_side_by_side_and_switch_without_reloading_the_other(t
 def test_a_second_ask_while_streaming_is_refused_not_interleaved(tiny):
     release = threading.Event()
 
-    class SlowEngine(TinyChatEngine):
+    class SlowEngine(WrappedEngine):
         def stream(self, image, question, settings=None, history=None):
             yield "first piece "
             release.wait(timeout=30)
-            yield from super().stream(image, question, settings, history)
+            yield from self.engine.stream(image, question, settings, history)
 
     playground = make_playground(tiny.model_path, load=SlowEngine)
     playground.pick_image(dish())
@@ -293,16 +318,22 @@ def test_a_second_ask_while_streaming_is_refused_not_interleaved(tiny):
     assert playground.ask()
     playground.question.value = "第二个问题"
     assert not playground.ask() and "Still answering" in playground.status.value
-    assert playground.ask_button.disabled and not playground.clear()
+    assert playground.ask_button.disabled and playground.model_lists["base"].disabled and not playground.clear()
+    streamed_image = playground.image
+    playground.pick_image(dish((0, 0, 255)))  # nothing changes under a streaming answer
+    playground.model_lists["finetuned"].value = str(Path(tiny.model_path).resolve())
+    assert playground.image is streamed_image and playground.sides["finetuned"].info is None
+    assert playground.model_lists["finetuned"].value is None and "switch models" in playground.status.value
     release.set()
     playground.wait()
     history = playground.sides["base"].history
     assert [q for q, _ in history] == ["<image>\n第一个问题"]
     assert "第二个问题" not in answer_text(playground, "base")
+    assert not playground.ask_button.disabled and not playground.model_lists["base"].disabled
 
 
 def test_bad_input_in_the_widgets_becomes_a_message_in_the_panes(tiny, tmp_path):
-    class FailingEngine(TinyChatEngine):
+    class FailingEngine(WrappedEngine):
         def stream(self, image, question, settings=None, history=None):
             yield "half an answer"
             raise RuntimeError("CUDA out of memory")

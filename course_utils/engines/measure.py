@@ -18,7 +18,7 @@ CASE_KEYS = ("case", "workload", "images", "image")
 
 def dish_requests(data_root=None, count: int = 8, style: str = "mcq") -> list[tuple[Path, str]]:
     """``count`` (dish photo, question) pairs from FoodieQA's valid records (the synthetic one by default)."""
-    from ..foodieqa import build_prompt, resolve_data_root, validate_foodieqa
+    from ..foodieqa import format_question, resolve_data_root, validate_foodieqa
     from ..foodieqa.layout import image_path
 
     root = resolve_data_root(data_root)
@@ -26,7 +26,7 @@ def dish_requests(data_root=None, count: int = 8, style: str = "mcq") -> list[tu
     if not records:
         raise ValueError(f"{root} holds no valid FoodieQA question: lesson 03 shows what is wrong with it")
     picked = [records[i % len(records)] for i in range(count)]  # repeats only when the data is smaller
-    return [(image_path(root, record), build_prompt(record, style)) for record in picked]
+    return [(image_path(root, record), format_question(record, style)) for record in picked]
 
 
 def measure_throughput(engine, requests, settings: GenerationSettings, label: str, batched: bool = True) -> dict:
@@ -72,17 +72,19 @@ def read_recorded_throughput(path: str | Path | None = None) -> tuple[list[dict]
 
 
 def plot_throughput(measured: list[dict], recorded: list[dict], recorded_note: str, title_here: str):
-    """Bar charts of requests/s: what this notebook measured, and beside it the recorded GPU figures."""
-    import matplotlib.pyplot as plt
+    """Bar charts of requests/s: what this notebook measured, and beside it the recorded GPU figures (a
+    ``matplotlib.figure.Figure`` made without pyplot: a notebook shows it once, as the cell's value)."""
+    from matplotlib.figure import Figure
 
-    panels = [(measured, title_here, "tab:blue")] + ([(recorded, recorded_note, "tab:gray")] if recorded else [])
-    figure, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 0.45 * max(len(measured), len(recorded))
-                                                          + 1.8), squeeze=False)
-    for axis, (rows, title, colour) in zip(axes[0], panels):
-        labels = [row["label"] for row in rows]
+    panels = [(measured, title_here, "tab:blue", None)]
+    if recorded:
+        panels.append((recorded, recorded_note, "tab:gray", "//"))
+    figure = Figure(figsize=(6.5 * len(panels), 1.8 + 0.45 * max(len(measured), len(recorded))))
+    for axis, (rows, title, colour, hatch) in zip(figure.subplots(1, len(panels), squeeze=False)[0], panels):
         values = [row["requests_per_s"] for row in rows]
-        axis.barh(labels, values, color=colour, hatch=None if colour == "tab:blue" else "//")
+        axis.barh([row["label"] for row in rows], values, color=colour, hatch=hatch)
         axis.invert_yaxis()
+        axis.margins(x=0.15)  # room for the value labels
         axis.set_xlabel("requests per second")
         axis.set_title(title, fontsize=10, wrap=True)
         for y, value in enumerate(values):

@@ -148,13 +148,14 @@ class ManagedServer:
     def wait_until_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         health = self.base_url.removesuffix("/v1") + "/health"
+        direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # a local server: no HTTP proxy
         while True:
             code = self.process.poll()
             if code is not None:
                 raise RuntimeError(f"the server stopped (exit code {code}) before it was ready. The end of its log "
                                    f"({self.log_path}):\n{self.log_tail()}")
             try:
-                with urllib.request.urlopen(health, timeout=5) as response:
+                with direct.open(health, timeout=5) as response:
                     if response.status == 200:
                         return
             except (urllib.error.URLError, ConnectionError, TimeoutError):
@@ -206,9 +207,11 @@ class ManagedServer:
 
     def client(self, timeout: float = 600.0):
         """An ``openai.OpenAI`` client for this server (with its first API key, if it has any)."""
+        import httpx
         from openai import OpenAI
 
-        return OpenAI(base_url=self.base_url, api_key=(self.api_keys or ["no-key"])[0], timeout=timeout)
+        return OpenAI(base_url=self.base_url, api_key=(self.api_keys or ["no-key"])[0], timeout=timeout,
+                      http_client=httpx.Client(trust_env=False, timeout=timeout))  # local: no HTTP proxy
 
     def __enter__(self) -> "ManagedServer":
         return self

@@ -15,7 +15,7 @@ from transformers.modeling_utils import PreTrainedModel
 from .configuration_internvl_chat import InternVLChatConfig
 from .conversation import get_conv_template
 from .modeling_intern_vit import InternVisionModel
-from .modeling_internlm2 import InternLM2ForCausalLM
+from .modeling_internlm2 import DECODE_SETTINGS, InternLM2ForCausalLM
 
 IMG_START_TOKEN = "<img>"
 IMG_END_TOKEN = "</img>"
@@ -239,12 +239,19 @@ class InternVLChatModel(PreTrainedModel):
 
     @torch.no_grad()
     def generate(self, pixel_values=None, input_ids=None, attention_mask=None, **generate_kwargs):
-        """Generate new tokens for prompts whose ``<IMG_CONTEXT>`` tokens are filled with the images' features."""
+        """Generate new tokens for prompts whose ``<IMG_CONTEXT>`` tokens are filled with the images' features.
+
+        Greedy or sampled answers of a known length (``max_new_tokens`` and only ``DECODE_SETTINGS``) run the
+        language model's static-cache ``decode``; anything else runs transformers' ``generate``. Both return the
+        new tokens only (batch, n) and choose the same tokens.
+        """
         if pixel_values is not None:
             pixel_values = pixel_values.to(device=self.vision_model.device, dtype=self.vision_model.dtype)
             embeds = self.merge_image_features(input_ids, pixel_values)
         else:
             embeds = self.language_model.get_input_embeddings()(input_ids)
+        if "max_new_tokens" in generate_kwargs and set(generate_kwargs) <= DECODE_SETTINGS | {"streamer"}:
+            return self.language_model.decode(embeds, attention_mask, **generate_kwargs)
         return self.language_model.generate(
             inputs_embeds=embeds, attention_mask=attention_mask, use_cache=True, **generate_kwargs
         )

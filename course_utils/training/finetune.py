@@ -18,12 +18,13 @@ from ..foodieqa.convert import load_manifest, prepare_foodieqa
 from ..foodieqa.layout import SIVQA_FILE
 from ..foodieqa.synthetic import make_synthetic_foodieqa
 from ..outputs import staged_file
-from ..paths import finetune_dir, resolve_model_path, run_dir
+from ..paths import env_path, finetune_dir, resolve_model_path, run_dir
 from ..tiny_model import ensure_tiny_model
 from .config import SMOKE_CONFIG, config_path, load_config, planned_steps
 from .launcher import MANIFEST_FILE, TrainingJob, TrainingResult, train
 
 SMOKE_RUN_NAME = "smoke"
+LESSON_RUN_NAME = "lesson04"  # lesson 04's own run (its RUN_NAME parameter)
 # The smoke recipe's data: every one of the 144 synthetic dishes, 6 pictures each; 108 dishes (2,592 questions)
 # train and 36 are held out. The 40-dish default is too small for a model with random weights to generalise.
 SMOKE_DISHES = 144
@@ -36,6 +37,12 @@ def run_work_dir(run_name: str) -> Path:
     if not run_name or Path(run_name).name != run_name:
         raise ValueError(f"a run name is one folder name, got {run_name!r}")
     return finetune_dir() / run_name
+
+
+def default_run_name() -> str:
+    """The fine-tuning run lessons 05 and 06 use by default: lesson 04's run of a learner's own model
+    (``MODEL_PATH``), else the embedded default's smoke run (the tiny model does not learn in lesson 04's one epoch)."""
+    return LESSON_RUN_NAME if env_path("MODEL_PATH") else SMOKE_RUN_NAME
 
 
 def load_finetune_manifest(run_name: str = SMOKE_RUN_NAME, work_dir: str | Path | None = None) -> dict:
@@ -76,6 +83,9 @@ def write_finetune_manifest(job: TrainingJob, result: TrainingResult, prepared_d
         "first_loss": result.first_loss,
         "final_loss": result.final_loss,
         "peak_memory_mb": result.peak_memory_mb,
+        "stopped_early": result.stopped_early,  # the last launch was stopped on purpose (see launcher.train)
+        "resumed_from_step": result.resumed_from_step,
+        "first_resumed_step": result.first_resumed_step,
         "seconds": result.seconds,
         "deepspeed": job.deepspeed,
         "nproc_per_node": job.nproc_per_node,

@@ -7,7 +7,8 @@ site-packages. Each adaptation answers a failure measured with the stock InternV
 * ``torch.distributed.get_rank()`` without a process group raised "Default process group has not been
   initialized" (XTuner's ``InternVL_V1_5._llm_forward`` calls it in a single-process run): answer rank 0;
 * resuming failed with "Weights only load failed ... HistoryBuffer" (torch >= 2.6 unpickles checkpoints with
-  ``weights_only=True``): the classes mmengine stores in a checkpoint are allow-listed, nothing else;
+  ``weights_only=True``): the classes mmengine stores in a checkpoint are allow-listed, and its one use of
+  ``getattr`` (a ``HistoryBuffer`` statistics method) is answered by a ``getattr`` that allows only that;
 * ``warmup_ratio * max_epochs`` rounded to 0 iterations on a short run ("end should be larger than begin"), and
   a 1-iteration warmup never ramps up: :class:`WarmupLinearLR` / :class:`CosineAfterWarmupLR` make any
   positive warmup at least 2 iterations;
@@ -17,7 +18,8 @@ site-packages. Each adaptation answers a failure measured with the stock InternV
   GPU, pure cost for a tiny model on a CPU);
 * :class:`CourseInternVLDataset` is XTuner's ``InternVL_V1_5_Dataset`` with the image tiling and the system
   message as arguments: XTuner takes the tiling from the model's config and uses InternLM2's system message,
-  while the model answers (``chat``/``batch_chat``, LMDeploy) with InternVL's own: train with the prompt you serve.
+  while the model answers (``chat``/``batch_chat``, LMDeploy) with InternVL's own: train with the prompt you serve;
+* :func:`scalar_visualizer` adds TensorBoard's backend to mmengine's scalar log when tensorboard is installed.
 
 The optimizer wrapper needs no code: the configs use mmengine's plain ``OptimWrapper`` (the stock fp16
 ``AmpOptimWrapper`` fails on a CPU and, with XTuner's bf16 model, on a GPU), and ``--deepspeed`` replaces it.
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import collections
 import math
+import pickle
 
 import numpy as np
 import torch
@@ -56,7 +59,20 @@ def guard_get_rank() -> None:
 
 
 # --------------------------------------------------------------------------------------- resuming
-def mmengine_checkpoint_classes() -> list:
+def history_buffer_statistic(owner, name: str):
+    """``getattr`` as an mmengine checkpoint uses it, and no further: a statistics method of ``HistoryBuffer``.
+
+    mmengine pickles each buffer's ``{'min': HistoryBuffer.min, ...}``, i.e. ``getattr(HistoryBuffer, 'min')``;
+    allowing the real ``getattr`` would let a checkpoint reach any attribute of any allowed class.
+    """
+    from mmengine.logging import HistoryBuffer
+
+    if owner is HistoryBuffer and name in {"min", "max", "current", "mean", *HistoryBuffer._statistics_methods}:
+        return getattr(owner, name)
+    raise pickle.UnpicklingError(f"checkpoint asks for getattr({owner!r}, {name!r}): not an mmengine statistic")
+
+
+def mmengine_checkpoint_globals() -> list:
     """What mmengine pickles into a checkpoint besides tensors (message hub buffers, numpy scalars/arrays)."""
     from mmengine.logging import HistoryBuffer
 
@@ -69,11 +85,13 @@ def mmengine_checkpoint_classes() -> list:
         numpy_core.multiarray._reconstruct,
         numpy_core.multiarray.scalar,
         *{type(np.dtype(name)) for name in ("float64", "float32", "int64", "int32", "bool")},
+        (history_buffer_statistic, "__builtin__.getattr"),  # the name a protocol-2 pickle gives getattr
+        (history_buffer_statistic, "builtins.getattr"),
     ]
 
 
 def allow_mmengine_checkpoints() -> None:
-    torch.serialization.add_safe_globals(mmengine_checkpoint_classes())
+    torch.serialization.add_safe_globals(mmengine_checkpoint_globals())
 
 
 # --------------------------------------------------------------------------------------- warmup
@@ -87,24 +105,30 @@ def epochs_to_iters(epochs: float, epoch_length: int) -> float:
     return epochs if math.isinf(epochs) else int(epochs * epoch_length)
 
 
-class WarmupLinearLR(LinearLR):
+class WarmupBoundary:
+    """Epoch-to-iteration conversion in which the warmup's end (``warmup_bound``: "begin" or "end") is
+    :func:`warmup_iters`; mixed into mmengine's schedulers below."""
+
+    warmup_bound = "end"
+
+    @classmethod
+    def build_iter_from_epoch(cls, *args, begin=0, end=math.inf, by_epoch=True, epoch_length=None, **kwargs):
+        assert by_epoch and epoch_length, "only an epoch-based schedule is converted to iterations"
+        bounds = {"begin": epochs_to_iters(begin, epoch_length), "end": epochs_to_iters(end, epoch_length)}
+        bounds[cls.warmup_bound] = warmup_iters(begin if cls.warmup_bound == "begin" else end, epoch_length)
+        return cls(*args, **bounds, by_epoch=False, **kwargs)
+
+
+class WarmupLinearLR(WarmupBoundary, LinearLR):
     """mmengine's ``LinearLR`` whose epoch-based ``end`` never rounds down to a warmup too short to ramp."""
 
-    @classmethod
-    def build_iter_from_epoch(cls, *args, begin=0, end=math.inf, by_epoch=True, epoch_length=None, **kwargs):
-        assert by_epoch and epoch_length, "only an epoch-based schedule is converted to iterations"
-        return cls(*args, begin=epochs_to_iters(begin, epoch_length), end=warmup_iters(end, epoch_length),
-                   by_epoch=False, **kwargs)
+    warmup_bound = "end"
 
 
-class CosineAfterWarmupLR(CosineAnnealingLR):
+class CosineAfterWarmupLR(WarmupBoundary, CosineAnnealingLR):
     """mmengine's ``CosineAnnealingLR`` that starts where :class:`WarmupLinearLR` ends."""
 
-    @classmethod
-    def build_iter_from_epoch(cls, *args, begin=0, end=math.inf, by_epoch=True, epoch_length=None, **kwargs):
-        assert by_epoch and epoch_length, "only an epoch-based schedule is converted to iterations"
-        return cls(*args, begin=warmup_iters(begin, epoch_length), end=epochs_to_iters(end, epoch_length),
-                   by_epoch=False, **kwargs)
+    warmup_bound = "begin"
 
 
 # --------------------------------------------------------------------------------------- model and data
@@ -150,6 +174,20 @@ class CourseInternVLDataset(InternVL_V1_5_Dataset):
         else:
             tiles = self.max_dynamic_patch + self.use_thumbnail
         return self.patch_token * tiles
+
+
+# --------------------------------------------------------------------------------------- logging
+def scalar_visualizer(**kwargs):
+    """mmengine's Visualizer writing ``vis_data/scalars.json`` (LocalVisBackend), and TensorBoard event files
+    when tensorboard is installed (a config cannot test that itself: any import makes it a lazy config)."""
+    from importlib.util import find_spec
+
+    from mmengine.visualization import Visualizer
+
+    backends = [dict(type="LocalVisBackend")]
+    if find_spec("tensorboard") is not None:
+        backends.append(dict(type="TensorboardVisBackend"))
+    return Visualizer.get_instance(vis_backends=backends, **kwargs)
 
 
 guard_get_rank()

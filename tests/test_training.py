@@ -1,0 +1,208 @@
+"""Lesson 04's training path on a CPU: the XTuner adaptations, the launcher, resume after a kill, real errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from course_utils.outputs import OutputRefused
+from course_utils.training import (
+    SMOKE_CONFIG, TrainingFailed, TrainingJob, TrainingRefused, config_path, job_for, load_config, planned_steps,
+    scheduled_lrs, train, training_curve,
+)
+from course_utils.training.launcher import prepare_work_dir
+
+
+@pytest.fixture(scope="module")
+def prepared(session_run_dir):
+    """Lesson 03's prepared default data (40 synthetic dishes, 360 training questions)."""
+    from course_utils.foodieqa import ensure_prepared_foodieqa
+    from course_utils.paths import prepared_dir
+
+    ensure_prepared_foodieqa()
+    return prepared_dir()
+
+
+# ----------------------------------------------------------------------------------------------- adaptations
+def test_get_rank_answers_zero_without_a_process_group():
+    import torch.distributed as dist
+
+    from course_utils.training import xtuner_patches
+
+    assert not dist.is_initialized()
+    assert dist.get_rank is xtuner_patches.get_rank_or_zero  # installed by importing the module
+    assert dist.get_rank() == 0
+    with pytest.raises(Exception):
+        xtuner_patches._distributed_get_rank()  # what XTuner's _llm_forward met before
+
+
+def test_mmengine_checkpoint_objects_load_with_weights_only(tmp_path):
+    import numpy as np
+    import torch
+    from mmengine.logging import HistoryBuffer
+
+    from course_utils.training import xtuner_patches  # allow-lists on import
+
+    buffer = HistoryBuffer()
+    buffer.update(0.5)
+    path = tmp_path / "hub.pth"
+    torch.save({"message_hub": {"log_scalars": {"train/loss": buffer}}, "seed": np.int64(3),
+                "lr": np.array([1e-4])}, path)
+    loaded = torch.load(path, weights_only=True)
+    assert loaded["message_hub"]["log_scalars"]["train/loss"].current() == 0.5
+    assert loaded["lr"][0] == 1e-4
+    with pytest.raises(Exception, match="not an mmengine statistic"):
+        xtuner_patches.history_buffer_statistic(torch.Tensor, "__init__")  # any other getattr is refused
+
+
+def test_warmup_is_never_too_short_to_ramp():
+    from course_utils.training.xtuner_patches import warmup_iters
+
+    assert warmup_iters(0.03, 10) == 2  # 0.3 iterations would be 0: "end should be larger than begin"
+    assert warmup_iters(0.03, 1000) == 30
+    assert warmup_iters(0, 1000) == 0
+
+
+def test_planned_schedule_warms_up_then_decays(prepared):
+    job = job_for(prepared, max_epochs=1)
+    steps = planned_steps(job)
+    assert steps == -(-360 // 8)  # 360 questions in batches of 8
+    lrs = scheduled_lrs(job)
+    peak = load_config(job).optim_wrapper.optimizer.lr
+    assert len(lrs) == steps
+    assert lrs[0] == pytest.approx(peak * 1e-5)  # the warmup's start factor
+    assert lrs[1] == pytest.approx(peak)  # a 2-step warmup has ramped (a 1-step one would stay at 3e-9)
+    assert all(a >= b for a, b in zip(lrs[1:], lrs[2:]))  # cosine decay
+    assert lrs[-1] < 0.01 * peak
+
+
+def test_dataset_uses_the_configs_tiling_and_the_models_system_message(prepared, tiny_model_path):
+    from xtuner.registry import BUILDER
+
+    from course_utils.internvl.conversation import INTERNVL_SYSTEM_MESSAGE
+
+    job = job_for(prepared, tiny_model_path, max_epochs=1)
+    dataset = BUILDER.build(load_config(job).train_dataloader.dataset)
+    text_tokens = dataset.conv2length_text[len("\n".join(t["value"] for t in dataset.data[0]["conversations"]))]
+    assert dataset.group_length[0] == text_tokens + dataset.patch_token * 1  # the sampler's length: one tile
+    item = dataset.prepare_data(0)  # (XTuner rewrites the sample's text in place)
+    assert tuple(item["pixel_values"].shape) == (1, 3, 224, 224)  # one tile, no thumbnail, whatever the picture
+    text = dataset.tokenizer.decode(item["input_ids"])
+    assert INTERNVL_SYSTEM_MESSAGE in text and "InternLM (书生·浦语)" not in text
+
+
+def test_lora_counts_match_peft(tiny_model_path):
+    import copy
+
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModel
+
+    from course_utils.training.lora import lora_parameter_count, lora_targets, parameter_budget
+
+    model = AutoModel.from_pretrained(tiny_model_path, trust_remote_code=True)
+    targets = lora_targets(model.language_model)
+    peft_model = get_peft_model(copy.deepcopy(model.language_model),
+                                LoraConfig(r=16, lora_alpha=32, target_modules=sorted(targets)))
+    trained = sum(p.numel() for n, p in peft_model.named_parameters() if "lora_" in n)
+    assert lora_parameter_count(model.language_model, 16, targets) == trained
+    budget = parameter_budget(model, r=16)
+    assert sum(budget.values()) - budget["LoRA adapters r=16 (trained)"] == sum(p.numel() for p in model.parameters())
+
+
+# ----------------------------------------------------------------------------------------------- launcher
+def test_command_runs_xtuner_with_this_python(prepared, tmp_path):
+    job = job_for(prepared, max_epochs=1)
+    command = job.command()
+    assert command[:3] == [sys.executable, "-m", "xtuner.tools.train"]
+    assert command[3] == str(config_path(SMOKE_CONFIG)) and "--work-dir" in command
+    env = job.environment()
+    assert env["PATH"].split(":")[0] == str(Path(sys.executable).parent)
+    assert env["COURSE_TRAIN_JSON"].endswith("train.json") and env["COURSE_MAX_EPOCHS"] == "1"
+
+
+def test_multi_gpu_command_is_xtuners_torchrun_with_deepspeed(prepared):
+    from xtuner.configs import cfgs_name_path
+
+    job = job_for(prepared, deepspeed="deepspeed_zero2", nproc_per_node=4)
+    command = job.command(resume_from=Path("iter_8.pth"))
+    assert command[:3] == [sys.executable, "-m", "torch.distributed.run"]
+    assert "--nproc_per_node=4" in command and command[-2:] == ["--launcher", "pytorch"]
+    assert command[command.index("--deepspeed") + 1] == "deepspeed_zero2"
+    assert command[command.index("--resume") + 1] == "iter_8.pth"
+    assert Path(command[command.index("--nproc_per_node=4") + 3]).name == "train.py"
+    assert "deepspeed_zero2" in cfgs_name_path  # the name XTuner resolves to its ZeRO-2 JSON
+    assert job.iters_per_epoch(batch_size=8) == -(-360 // 32)  # 4 processes share every epoch
+
+
+def test_work_dir_with_checkpoints_needs_resume_or_fresh(tmp_path):
+    work_dir = tmp_path / "run"
+    assert prepare_work_dir(work_dir, resume=False, fresh=False) is None  # new: made and marked
+    (work_dir / "iter_5.pth").write_bytes(b"")
+    (work_dir / "iter_10.pth").write_bytes(b"")
+    with pytest.raises(TrainingRefused, match="resume=True"):
+        prepare_work_dir(work_dir, resume=False, fresh=False)
+    assert prepare_work_dir(work_dir, resume=True, fresh=False) == work_dir / "iter_10.pth"
+    assert prepare_work_dir(work_dir, resume=False, fresh=True) is None
+    assert not list(work_dir.glob("iter_*.pth"))
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep")
+    with pytest.raises(OutputRefused):
+        prepare_work_dir(foreign, resume=False, fresh=True)
+    assert (foreign / "notes.txt").read_text() == "keep"
+
+
+def test_broken_config_surfaces_xtuners_error(prepared, tiny_model_path, tmp_path):
+    broken = tmp_path / "broken.py"
+    text = config_path(SMOKE_CONFIG).read_text(encoding="utf-8")
+    broken.write_text(text.replace("freeze_llm=False", "freeze_lm=False"))  # a misspelt keyword
+    job = job_for(prepared, tiny_model_path, run_name="broken", config=broken, max_epochs=1)
+    with pytest.raises(TrainingFailed) as failure:
+        train(job, progress=False)
+    message = str(failure.value)
+    assert "exit status 1" in message and "unexpected keyword argument 'freeze_lm'" in message  # XTuner's words
+
+
+# ----------------------------------------------------------------------------------------------- training
+def test_smoke_model_is_trained_through_xtuner(smoke_model):
+    assert smoke_model["complete"] and smoke_model["steps"] == smoke_model["planned_steps"]
+    assert Path(smoke_model["checkpoint"]).name == f"iter_{smoke_model['steps']}.pth"
+    assert smoke_model["final_loss"] < 0.5 * smoke_model["first_loss"]
+    assert smoke_model["trained"] == {"llm": "full", "vision": "full", "projector": "full"}
+    assert smoke_model["image_tiling"] == {"max_dynamic_patch": 1, "use_thumbnail": False}
+    assert smoke_model["peak_memory_mb"] > 0
+    data = json.loads(Path(smoke_model["prepared_manifest"]).read_text(encoding="utf-8"))
+    assert data["style"] == "original" and data["counts"]["train_questions"] == 2592
+    curve = training_curve(smoke_model["work_dir"])
+    assert curve[-1]["step"] <= smoke_model["steps"] and len(curve) > 10
+
+
+def test_resume_after_kill_continues_the_schedule(prepared, tiny_model_path):
+    job = job_for(prepared, tiny_model_path, run_name="resume-test", max_epochs=1, save_steps=10, log_interval=1)
+    steps = planned_steps(job)
+    killed = train(job, fresh=True, stop_after_step=20, progress=False)
+    assert killed.stopped_early and killed.checkpoint.name == "iter_20.pth"
+    with pytest.raises(TrainingRefused):
+        train(job, progress=False)  # neither resume nor fresh: the killed run's checkpoints are kept
+    resumed = train(job, resume=True, progress=False)
+    assert resumed.resumed_from_step == 20 and resumed.first_resumed_step == 21
+    assert resumed.steps == steps
+    lrs = scheduled_lrs(job)
+    curve = {row["step"]: row for row in training_curve(job.work_dir)}
+    assert sorted(curve) == list(range(1, steps + 1))
+    for step in range(21, steps + 1):  # a run without its optimizer state would restart near lr = 3e-9
+        assert curve[step]["lr"] == pytest.approx(lrs[step - 1], rel=1e-6)
+    shutil.rmtree(job.work_dir)
+
+
+def test_lessons_05_and_06_default_to_lesson_04s_run_of_a_real_model_and_to_the_smoke_run_otherwise(monkeypatch):
+    from course_utils import training
+
+    monkeypatch.delenv("MODEL_PATH", raising=False)
+    assert training.default_run_name() == training.SMOKE_RUN_NAME
+    monkeypatch.setenv("MODEL_PATH", "/models/InternVL2-2B")
+    assert training.default_run_name() == training.LESSON_RUN_NAME == "lesson04"
