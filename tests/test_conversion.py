@@ -163,14 +163,12 @@ def test_a_checkpoint_that_does_not_match_its_config_is_refused(lora_run, tmp_pa
     assert not (tmp_path / "merged").exists()
 
 
-def test_the_smoke_run_of_xtuner_train_converts_to_its_training_time_logits(session_run_dir, tmp_path):
+def test_the_smoke_run_of_xtuner_train_converts_to_its_training_time_logits(smoke_model, tmp_path):
     """The real thing: the checkpoint ``xtuner train`` wrote for the embedded default (shared by the session)."""
     from mmengine.config import Config
     from xtuner.registry import BUILDER
 
-    from course_utils.training import ensure_smoke_model
-
-    checkpoint = ensure_smoke_model(progress=False)["checkpoint"]
+    checkpoint = smoke_model["checkpoint"]
     content = torch.load(checkpoint, map_location="cpu", weights_only=False)
     config_path = tmp_path / "trained_with.py"
     config_path.write_text(content["meta"]["cfg"], encoding="utf-8")  # the config as mmengine ran it

@@ -76,7 +76,7 @@ def plot_by_group(before: dict[str, dict], after: dict[str, dict], title: str):
     axes.set_xlim(0, 105)
     axes.set_xlabel("accuracy, % (bars: 95 % Wilson interval)")
     axes.set_title(title)
-    axes.legend(loc="lower right", fontsize=8)
+    figure.legend(loc="outside lower center", ncol=3, fontsize=8)  # below the axes: never over a bar
     return figure
 
 
