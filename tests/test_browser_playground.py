@@ -34,6 +34,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-backg
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 SIDES = ("base", "finetuned")
 MINUTE = 60_000  # Playwright timeouts are in milliseconds
+BROWSER_ATTEMPTS = 2
 
 
 # ---- the driver (runs in the browser-tools venv) ------------------------------------------------------------------
@@ -212,15 +213,24 @@ if pytest is not None:
         port, token = free_port(), secrets.token_hex(16)
         log_path = work / "jupyterlab.log"
         server = start_jupyterlab(work / "notebooks", env, log_path, port, token)
+        failures = []
         try:
-            driver = subprocess.run(
-                [python, __file__, f"http://127.0.0.1:{port}", f"06_playground.ipynb?token={token}", str(SCREENSHOT)],
-                capture_output=True, text=True, timeout=900,
-            )
+            # A second, fresh browser session when the first fails: on a loaded machine JupyterLab's front end can
+            # miss a new kernel or a widget's model (seen at load 3-4 on 2 cores); a real fault fails both times.
+            for _ in range(BROWSER_ATTEMPTS):
+                driver = subprocess.run(
+                    [python, __file__, f"http://127.0.0.1:{port}", f"06_playground.ipynb?token={token}",
+                     str(SCREENSHOT)],
+                    capture_output=True, text=True, timeout=900,
+                )
+                if driver.returncode == 0:
+                    break
+                failures.append(driver.stderr[-3000:])
         finally:
             server.terminate()
             server.wait(timeout=30)
-        assert driver.returncode == 0, f"{driver.stderr[-4000:]}\nJupyterLab log:\n{log_path.read_text()[-2000:]}"
+        assert driver.returncode == 0, ("\n---\n".join(failures) +
+                                        f"\nJupyterLab log:\n{log_path.read_text()[-2000:]}")
         report = json.loads(driver.stdout.splitlines()[-1])
         for side in SIDES:
             lengths = report["updates"][side]

@@ -266,7 +266,9 @@ def test_a_side_refuses_an_empty_question_and_a_missing_model(tiny):
 # ---- the widgets --------------------------------------------------------------------------------------------------
 
 
-def test_the_playground_answers_a_gallery_dish_and_says_how_to_make_the_finetuned_model(tiny, gallery):
+def test_the_playground_answers_a_gallery_dish_and_says_how_to_make_the_finetuned_model(tiny, gallery, monkeypatch,
+                                                                                      tmp_path):
+    monkeypatch.setenv("RUN_DIR", str(tmp_path))  # a run directory where lesson 05 has converted nothing yet
     playground = make_playground(tiny.model_path, None, gallery)
     assert len(playground.gallery_box.children) == len(gallery) == 3
     playground.gallery_box.children[1].children[1].click()  # the second dish's button
@@ -303,7 +305,8 @@ def test_two_models_answer_side_by_side_and_switch_without_reloading_the_other(t
     assert all(not side.history for side in playground.sides.values())
 
 
-def test_a_second_ask_while_streaming_is_refused_not_interleaved(tiny):
+def test_a_second_ask_while_streaming_is_refused_not_interleaved(tiny, monkeypatch, tmp_path):
+    monkeypatch.setenv("RUN_DIR", str(tmp_path))  # no converted model: the fine-tuned side starts empty
     release = threading.Event()
 
     class SlowEngine(WrappedEngine):
