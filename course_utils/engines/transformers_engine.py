@@ -102,7 +102,8 @@ class TransformersEngine:
         return Answer(text, count, time.perf_counter() - start), list(history or []) + [(turn[1], text)]
 
     def kv_cache(self) -> None:
-        """None: transformers grows each request's cache as it generates, nothing is reserved in advance."""
+        """None: no cache pool is reserved when the model loads; each batch's decode loop allocates a static cache
+        for that batch's shape (rounded up to 64 tokens) and reuses it for the next batch of that shape."""
         return None
 
     def close(self) -> None:
