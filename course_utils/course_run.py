@@ -20,7 +20,7 @@ from typing import Any
 
 from .errors import CourseError
 from .outputs import course_folder, staged_file
-from .paths import notebook_build_dir, notebook_dir, project_root, run_dir
+from .paths import notebook_build_dir, notebook_dir, project_root, run_dir, temporary_environment
 from .records import read_records
 
 SMOKE_PARAMETER = "smoke"
@@ -62,11 +62,8 @@ def execute_notebook(
 
     source = find_notebook(str(notebook))
     folder = course_folder(output_dir, EXECUTED_KIND, protected=[source.parent])
-    env = kernel_environment(env)
-    saved_env = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)  # the kernel inherits this process's environment
     failure = None
-    try:
+    with temporary_environment(kernel_environment(env)):  # the kernel inherits this process's environment
         with staged_file(folder / source.name) as partial:
             try:
                 papermill.execute_notebook(
@@ -75,12 +72,6 @@ def execute_notebook(
                 )
             except PapermillExecutionError as error:
                 failure = error  # a complete record of a failed run: kept, it shows the failing cell
-    finally:
-        for key, value in saved_env.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
     if failure is not None:
         raise failure
     return folder / source.name

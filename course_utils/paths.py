@@ -13,7 +13,9 @@ FoodieQA), ``finetune/`` (lesson 04's runs) and ``evaluation/`` (lesson 05's res
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 TINY_MODEL_NAME = "tiny-internvl2"
 SYNTHETIC_DATA_NAME = "synthetic-foodieqa"
@@ -135,3 +137,19 @@ def resolve_data_root(data_root: str | Path | None = None) -> Path:
             "unset for the synthetic FoodieQA."
         )
     return root
+
+
+@contextmanager
+def temporary_environment(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for the ``with`` block (child processes inherit them), then restore each one as
+    it was: a variable that was unset is removed again."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

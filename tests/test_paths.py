@@ -45,3 +45,15 @@ def test_every_default_output_lies_in_run_dir_and_lessons_in_the_checkout(tmp_pa
 )
 def test_hub_ids_are_told_from_paths(value, is_hub):
     assert paths.is_hub_id(value) is is_hub
+
+
+def test_temporary_environment_restores_set_and_unset_variables(monkeypatch):
+    import os
+
+    from course_utils.paths import temporary_environment
+
+    monkeypatch.setenv("COURSE_TEST_SET", "before")
+    monkeypatch.delenv("COURSE_TEST_UNSET", raising=False)
+    with temporary_environment({"COURSE_TEST_SET": "during", "COURSE_TEST_UNSET": "during"}):
+        assert os.environ["COURSE_TEST_SET"] == os.environ["COURSE_TEST_UNSET"] == "during"
+    assert os.environ["COURSE_TEST_SET"] == "before" and "COURSE_TEST_UNSET" not in os.environ

@@ -7,11 +7,9 @@ way ``xtuner train`` will, without importing XTuner into the notebook.
 
 from __future__ import annotations
 
-import os
-from contextlib import contextmanager
 from pathlib import Path
 
-from ..paths import project_root
+from ..paths import project_root, temporary_environment
 
 SMOKE_CONFIG = "internvl2_tiny_smoke.py"
 LESSON_CONFIG = "internvl2_2b_lora_foodieqa.py"
@@ -33,20 +31,6 @@ def config_path(name: str) -> Path:
     return path
 
 
-@contextmanager
-def _environment(values: dict[str, str]):
-    saved = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
 def load_config(job):
     """The job's config as mmengine reads it in the training process (the job's paths and run lengths filled in)."""
     from mmengine.config import Config
@@ -57,7 +41,7 @@ def load_config(job):
     level = logger.level
     logger.setLevel("WARNING")  # mmengine logs every variable it fills in; the training log keeps those lines
     try:
-        with _environment(course_values):
+        with temporary_environment(course_values):
             return Config.fromfile(str(job.config), import_custom_modules=False)
     finally:
         logger.setLevel(level)
