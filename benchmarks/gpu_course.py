@@ -30,9 +30,10 @@ GPU_PARAMETERS: dict[str, dict] = {
     "05": {"BACKEND": "lmdeploy"},
     "06": {"BACKEND": "lmdeploy"},
 }
-# The 2B-shaped preset runs the lessons whose cost grows with the model: serving and fine-tuning.
+# The 2B-shaped preset runs the lessons whose cost grows with the model: serving and fine-tuning. Lesson 04's own
+# defaults keep it short: one epoch of lesson 03's default split (360 questions, 45 steps of 4 x 2), interrupted at
+# step 20 and resumed.
 PRESET_LESSONS = ("02", "04")
-PRESET_PARAMETERS: dict[str, dict] = {"04": {"MAX_EPOCHS": None, "SAVE_STEPS": 2, "INTERRUPT_AT_STEP": 2, "MAX_STEPS": 4}}
 
 
 def gpu_description() -> dict:
@@ -45,7 +46,7 @@ def gpu_description() -> dict:
             "torch": torch.__version__, "python": platform.python_version()}
 
 
-def run_lessons(lessons, out_dir: Path, extra_parameters: dict[str, dict], env: dict[str, str] | None = None,
+def run_lessons(lessons, out_dir: Path, env: dict[str, str] | None = None,
                 save=lambda outcomes: None):
     """Execute ``lessons`` in order in GPU mode; returns their outcomes as dicts, passing them to ``save`` after each
     lesson so that an interrupted run keeps what it measured."""
@@ -57,7 +58,7 @@ def run_lessons(lessons, out_dir: Path, extra_parameters: dict[str, dict], env: 
     for number in lessons:
         notebook = find_notebook(number)
         declared = papermill.inspect_notebook(str(notebook))
-        wanted = {**GPU_PARAMETERS.get(number, {}), **extra_parameters.get(number, {})}
+        wanted = GPU_PARAMETERS.get(number, {})
         parameters = {name: value for name, value in wanted.items() if name in declared}
         ignored = sorted(set(wanted) - set(parameters))
         print(f"running {notebook.stem} with {parameters}" + (f" (not declared: {ignored})" if ignored else ""),
@@ -84,9 +85,11 @@ def build_preset_model(folder: Path) -> Path:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "gpu_course.json")
-    parser.add_argument("--lessons", nargs="*", default=None, help="tiny-model lessons to run (default: all)")
+    parser.add_argument("--lessons", nargs="*", default=None,
+                        help="tiny-model lessons to run (default: all; none when given no number)")
+    parser.add_argument("--preset-lessons", nargs="*", default=list(PRESET_LESSONS),
+                        help=f"lessons to run on the 2B-shaped preset (default: {' '.join(PRESET_LESSONS)})")
     parser.add_argument("--executed", type=Path, default=None, help="folder for the executed notebooks")
-    parser.add_argument("--skip-preset", action="store_true", help="do not run the 2B-shaped preset")
     args = parser.parse_args(argv)
 
     from course_utils.course_run import build_embedded_defaults, list_notebooks
@@ -103,11 +106,12 @@ def main(argv=None) -> int:
 
     for line in build_embedded_defaults():
         print(line)
-    lessons = args.lessons or [path.name[:2] for path in list_notebooks()]
-    run_lessons(lessons, executed / "tiny", {}, save=saver("tiny_model"))
-    if not args.skip_preset:
+    lessons = [path.name[:2] for path in list_notebooks()] if args.lessons is None else args.lessons
+    if lessons:
+        run_lessons(lessons, executed / "tiny", save=saver("tiny_model"))
+    if args.preset_lessons:
         preset = build_preset_model(Path(os.environ.get("RUN_DIR", ROOT / "runs")) / "models" / "internvl2-2b-random")
-        run_lessons(PRESET_LESSONS, executed / "preset", PRESET_PARAMETERS, env={"MODEL_PATH": str(preset)},
+        run_lessons(args.preset_lessons, executed / "preset", env={"MODEL_PATH": str(preset)},
                     save=saver("internvl2_2b_preset"))
     print(f"results: {args.out}")
     failed = [o["lesson"] for part in ("tiny_model", "internvl2_2b_preset") for o in results.get(part, []) if not o["ok"]]

@@ -59,6 +59,27 @@ def test_mmengine_checkpoint_objects_load_with_weights_only(tmp_path):
         xtuner_patches.history_buffer_statistic(torch.Tensor, "__init__")  # any other getattr is refused
 
 
+def test_deepspeed_model_states_give_their_seed_with_weights_only(tmp_path):
+    """XTuner's resume reads the seed from DeepSpeed's model states, where mmengine's DeepSpeed config is a
+    ``ConfigDict``; the rest of the file is what DeepSpeed 0.16 saves (no optimizer: ZeRO keeps it apart)."""
+    import collections
+
+    import torch
+    from mmengine.config import Config
+
+    from course_utils.training import xtuner_patches  # noqa: F401 (allow-lists on import)
+
+    deepspeed_config = Config({"strategy": {"config": {"zero_optimization": {"stage": 2}, "bf16": {"enabled": True}}}})
+    states = {"module": {"mlp1.weight": torch.ones(2)}, "buffer_names": [], "optimizer": None,
+              "param_shapes": [collections.OrderedDict(w=torch.Size([2, 3]))], "sparse_tensor_module_names": set(),
+              "global_steps": 20, "ds_config": deepspeed_config.strategy.config, "ds_version": "0.16.2",
+              "meta": {"seed": 7}}
+    torch.save(states, tmp_path / "mp_rank_00_model_states.pt")
+    loaded = torch.load(tmp_path / "mp_rank_00_model_states.pt", weights_only=True)
+    assert loaded["meta"]["seed"] == 7
+    assert loaded["ds_config"]["zero_optimization"]["stage"] == 2
+
+
 def test_warmup_is_never_too_short_to_ramp():
     from course_utils.training.xtuner_patches import warmup_iters
 

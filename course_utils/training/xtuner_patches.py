@@ -7,7 +7,8 @@ site-packages. Each adaptation answers a failure measured with the stock InternV
 * ``torch.distributed.get_rank()`` without a process group raised "Default process group has not been
   initialized" (XTuner's ``InternVL_V1_5._llm_forward`` calls it in a single-process run): answer rank 0;
 * resuming failed with "Weights only load failed ... HistoryBuffer" (torch >= 2.6 unpickles checkpoints with
-  ``weights_only=True``): the classes mmengine stores in a checkpoint are allow-listed, and its one use of
+  ``weights_only=True``), and from a DeepSpeed checkpoint with "... ConfigDict" (XTuner reads the seed from its
+  model states): the classes mmengine stores in a checkpoint are allow-listed, and its one use of
   ``getattr`` (a ``HistoryBuffer`` statistics method) is answered by a ``getattr`` that allows only that;
 * ``warmup_ratio * max_epochs`` rounded to 0 iterations on a short run ("end should be larger than begin"), and
   a 1-iteration warmup never ramps up: :class:`WarmupLinearLR` / :class:`CosineAfterWarmupLR` make any
@@ -73,12 +74,15 @@ def history_buffer_statistic(owner, name: str):
 
 
 def mmengine_checkpoint_globals() -> list:
-    """What mmengine pickles into a checkpoint besides tensors (message hub buffers, numpy scalars/arrays)."""
+    """What mmengine pickles into a checkpoint besides tensors (message hub buffers, numpy scalars/arrays, and in a
+    DeepSpeed checkpoint the DeepSpeed config as mmengine's ``ConfigDict``)."""
+    from mmengine.config import ConfigDict
     from mmengine.logging import HistoryBuffer
 
     numpy_core = np._core if hasattr(np, "_core") else np.core
     return [
         HistoryBuffer,
+        ConfigDict,
         collections.OrderedDict,
         np.ndarray,
         np.dtype,
