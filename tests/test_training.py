@@ -159,6 +159,19 @@ def test_multi_gpu_command_is_xtuners_torchrun_with_deepspeed(prepared):
     assert job.iters_per_epoch(batch_size=8) == -(-360 // 32)  # 4 processes share every epoch
 
 
+def test_single_gpu_deepspeed_gets_a_free_rendezvous_port(prepared, monkeypatch):
+    import socket
+
+    monkeypatch.delenv("MASTER_PORT", raising=False)
+    env = job_for(prepared, deepspeed="deepspeed_zero2").environment()
+    assert env["MASTER_ADDR"] == "127.0.0.1"
+    with socket.socket() as probe:  # DeepSpeed's default 29500 may be another run's; this one is free
+        probe.bind(("127.0.0.1", int(env["MASTER_PORT"])))
+    assert "MASTER_PORT" not in job_for(prepared).environment()  # plain PyTorch sets up no process group
+    monkeypatch.setenv("MASTER_PORT", "29612")
+    assert job_for(prepared, deepspeed="deepspeed_zero2").environment()["MASTER_PORT"] == "29612"
+
+
 def test_work_dir_with_checkpoints_needs_resume_or_fresh(tmp_path):
     work_dir = tmp_path / "run"
     assert prepare_work_dir(work_dir, resume=False, fresh=False) is None  # new: made and marked
@@ -167,6 +180,11 @@ def test_work_dir_with_checkpoints_needs_resume_or_fresh(tmp_path):
     with pytest.raises(TrainingRefused, match="resume=True"):
         prepare_work_dir(work_dir, resume=False, fresh=False)
     assert prepare_work_dir(work_dir, resume=True, fresh=False) == work_dir / "iter_10.pth"
+    (work_dir / "iter_15.pth").mkdir()  # a DeepSpeed checkpoint is a folder; this one's save was cut off:
+    (work_dir / "last_checkpoint").write_text(str(work_dir / "iter_10.pth"))  # mmengine names the last complete one
+    assert prepare_work_dir(work_dir, resume=True, fresh=False) == work_dir / "iter_10.pth"
+    (work_dir / "last_checkpoint").write_text(str(work_dir / "iter_15.pth"))
+    assert prepare_work_dir(work_dir, resume=True, fresh=False) == work_dir / "iter_15.pth"
     assert prepare_work_dir(work_dir, resume=False, fresh=True) is None
     assert not list(work_dir.glob("iter_*.pth"))
     foreign = tmp_path / "mine"

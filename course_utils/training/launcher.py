@@ -25,6 +25,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -38,6 +39,7 @@ from ..paths import project_root
 FINETUNE_KIND = "finetune-run"
 MANIFEST_FILE = "course-finetune.json"
 LOG_FILE = "xtuner-train.log"
+LAST_CHECKPOINT_FILE = "last_checkpoint"  # mmengine writes the newest checkpoint's path here once it is saved
 CHECKPOINT_PATTERN = re.compile(r"^iter_(\d+)\.pth$")
 ERROR_LINES = 25
 
@@ -79,6 +81,10 @@ class TrainingJob:
                             ("COURSE_LOG_INTERVAL", self.log_interval)):
             if value is not None:
                 env[name] = str(int(value))
+        if self.deepspeed and self.nproc_per_node == 1 and "MASTER_PORT" not in env:
+            # DeepSpeed sets up a one-process group on port 29500 unless told otherwise: a second run on the machine
+            # (say, a learner's two notebooks) would fail with "address already in use"
+            env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
         env.update({key: str(value) for key, value in self.extra_env.items()})
         return env
 
@@ -96,7 +102,7 @@ class TrainingJob:
         # what `NPROC_PER_NODE=N xtuner train ...` runs; called directly, its exit status is the training's
         import xtuner.tools.train
 
-        port = os.environ.get("PORT", "29500")
+        port = os.environ.get("PORT") or str(free_port())
         return [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--node_rank=0",
                 f"--nproc_per_node={self.nproc_per_node}", "--master_addr=127.0.0.1", f"--master_port={port}",
                 xtuner.tools.train.__file__, *args, "--launcher", "pytorch"]
@@ -106,9 +112,16 @@ class TrainingJob:
         return math.ceil(samples / (batch_size * self.nproc_per_node))
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (the process group's rendezvous)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 # ----------------------------------------------------------------------------------------------- the work dir
 def checkpoints(work_dir: str | Path) -> list[Path]:
-    """``iter_N.pth`` checkpoints in a work dir, oldest first (by N)."""
+    """``iter_N.pth`` checkpoints in a work dir, oldest first (by N): files, or folders with DeepSpeed."""
     work_dir = Path(work_dir)
     found = [(int(m.group(1)), p) for p in work_dir.glob("iter_*.pth") if (m := CHECKPOINT_PATTERN.match(p.name))]
     return [path for _, path in sorted(found)]
@@ -117,6 +130,14 @@ def checkpoints(work_dir: str | Path) -> list[Path]:
 def newest_checkpoint(work_dir: str | Path) -> Path | None:
     found = checkpoints(work_dir)
     return found[-1] if found else None
+
+
+def last_saved_step(work_dir: str | Path) -> int | None:
+    """The step of the newest complete checkpoint: mmengine names it in ``last_checkpoint`` once it is saved."""
+    try:
+        return checkpoint_step((Path(work_dir) / LAST_CHECKPOINT_FILE).read_text(encoding="utf-8").strip())
+    except (OSError, ValueError):  # no checkpoint yet, or the name is being written
+        return None
 
 
 def checkpoint_step(path: str | Path) -> int:
@@ -173,9 +194,11 @@ def prepare_work_dir(work_dir: str | Path, resume: bool, fresh: bool) -> Path | 
             f"{work_dir} already holds the checkpoints of a run (newest {existing[-1].name}): pass resume=True to "
             "continue it, fresh=True to start again from step 0, or choose another run name"
         )
-    if resume and not existing:
+    if not existing:
         return None  # nothing to resume: a first launch
-    return existing[-1] if existing else None
+    # the newest complete one: a run stopped during a save leaves a newer, partial iter_N.pth
+    complete = [path for path in existing if checkpoint_step(path) == last_saved_step(work_dir)]
+    return (complete or existing)[-1]
 
 
 # ----------------------------------------------------------------------------------------------- running
@@ -272,8 +295,7 @@ def train(
                     seen_rows = len(rows)
                     if on_update is not None:
                         on_update(training_curve(work_dir))
-                if stop_after_step is not None and (work_dir / f"iter_{stop_after_step}.pth").is_file():
-                    time.sleep(poll_seconds)  # let the checkpoint file be closed before the "power cut"
+                if stop_after_step is not None and (last_saved_step(work_dir) or 0) >= stop_after_step:
                     _stop(process)
                     stopped_early = True
                     break
