@@ -7,6 +7,7 @@ each) and ``photo_13_tiles`` (800x600 photos as FoodieQA has them: 12 tiles + a 
 Rows:
   (a) ``chat``        the model card's ``model.chat()``, one request at a time;
   (b) ``batch_chat``  the model card's ``model.batch_chat()``, requests in batches (a sweep of batch sizes);
+  (c) ``engine``      the course's transformers engine (``course_utils.engines``), all requests in one batch;
   (d) ``lmdeploy``    LMDeploy's PyTorch engine ``pipeline``, default settings and tuned knobs.
 Each row reports requests/s, output tokens/s and peak GPU memory. ``profile`` counts, with the PyTorch profiler,
 what one decoding step of ``batch_chat`` costs the host: kernel launches, ``.item()``-style reads and
@@ -212,6 +213,31 @@ def course_rows(folder, attention, set_name, rows, code_label, repeats):
     return results
 
 
+def engine_rows(folder, set_name, repeats):
+    """Row (c): the course's transformers engine, as lessons 02, 05 and 06 use it: pictures and questions in, text
+    out, all requests in one ``answer_batch``. Its time includes tiling the pictures (rows (a) and (b) tile them
+    beforehand) and stops at an end token, which random weights seldom write (the tokens counted are reported)."""
+    from course_utils.engines import GenerationSettings, load_engine
+
+    engine = load_engine(folder, "transformers", device=DEVICE)
+    images, questions = requests_of(set_name)
+    requests = list(zip(images, questions))
+    generation = GenerationSettings(max_new_tokens=NEW_TOKENS)
+    engine.answer_batch(requests, generation)  # warm-up: CUDA graphs captured for this batch size
+    reset_memory_peak()
+    runs = [timed(lambda: engine.answer_batch(requests, generation)) for _ in range(repeats)]
+    seconds = statistics.median(run[0] for run in runs)
+    tokens = sum(answer.output_tokens for answer in runs[0][1])
+    entry = figures(seconds, len(requests), memory_peak(), row="engine", code="transformers engine",
+                    attention="sdpa", request_set=set_name, batch_size=len(requests),
+                    all_seconds=[round(run[0], 4) for run in runs], output_tokens_counted=tokens)
+    entry["output_tokens_per_s"] = round(tokens / seconds, 1)
+    print(json.dumps(entry), flush=True)
+    engine.close()
+    reset_memory_peak()
+    return [entry]
+
+
 def greedy_agreement(folder, dtype):
     """Do the fast path's greedy tokens equal transformers' generate() on the same model (bf16, batch of 32)?
 
@@ -365,6 +391,9 @@ def run(args):
         if rows & {"a", "b"}:
             for set_name in args.sets.split(","):
                 results += course_rows(folder, attention, set_name, rows, args.label, args.repeats)
+    if "c" in rows:
+        for set_name in args.sets.split(","):
+            results += engine_rows(folder, set_name, args.repeats)
     if "d" in rows:
         for set_name in args.sets.split(","):
             knobs = [LMDEPLOY_KNOBS[int(i)] for i in args.lmdeploy_knobs.split(",")]
@@ -388,7 +417,7 @@ def table(results):
     lines = ["| request set | row | code / knobs | batch | req/s | output tok/s | peak GPU GB | x course (a) | x official |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in results:
-        if r["row"] not in ("chat", "batch_chat", "lmdeploy"):
+        if r["row"] not in ("chat", "batch_chat", "engine", "lmdeploy"):
             continue
         who = r.get("knobs") or f"{r['code']} ({r['attention']})"
         if "error" in r:
@@ -422,8 +451,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(required=True)
     run_parser = sub.add_parser("run", help="measure rows on this GPU and write them to --out")
-    run_parser.add_argument("--rows", default="agreement,profile,a,b,sweep,d",
-                            help="any of agreement,profile,a,b,sweep,d")
+    run_parser.add_argument("--rows", default="agreement,profile,a,b,sweep,c,d",
+                            help="any of agreement,profile,a,b,sweep,c,d")
     run_parser.add_argument("--agreement-dtypes", default="bfloat16,float32")
     run_parser.add_argument("--lmdeploy-knobs", default="0,1,2", help="which LMDEPLOY_KNOBS entries (indices)")
     run_parser.add_argument("--requests", type=int, default=REQUESTS, help="requests per set (fewer: a quick check)")
