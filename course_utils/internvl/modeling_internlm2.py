@@ -404,12 +404,7 @@ class InternLM2ForCausalLM(InternLM2PreTrainedModel, GenerationMixin):
         num_logits_to_keep=0,
         **unused,
     ):
-        """``num_logits_to_keep=n`` computes the logits of the last n positions only (generation needs one).
-
-        Training with ``labels`` computes the loss from the positions that have a label and returns no logits: a
-        fine-tuning sample is mostly image positions (3,328 for an 800x600 photo), whose float32 logits over the
-        92,553-token vocabulary, with their gradient, would take about 10 GB for a batch of 4.
-        """
+        """``num_logits_to_keep=n`` computes the logits of the last n positions only (generation needs one)."""
         outputs = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -421,17 +416,12 @@ class InternLM2ForCausalLM(InternLM2PreTrainedModel, GenerationMixin):
             output_hidden_states=output_hidden_states,
             cache_position=cache_position,
         )
-        hidden = outputs.last_hidden_state  # (batch, seq, hidden)
-        logits = loss = None
-        if labels is not None and self.training:
-            targets = labels[:, 1:].to(hidden.device)  # position t predicts token t + 1
-            scored = targets != -100
-            loss = F.cross_entropy(self.output(hidden[:, :-1][scored]).float(), targets[scored])  # (scored, vocab)
-        else:
-            logits = self.output(hidden[:, -num_logits_to_keep:]).float()  # (batch, kept, vocab)
-            if labels is not None:
-                loss = F.cross_entropy(logits[:, :-1].reshape(-1, self.vocab_size),
-                                       labels[:, 1:].reshape(-1).to(logits.device), ignore_index=-100)
+        logits = self.output(outputs.last_hidden_state[:, -num_logits_to_keep:]).float()
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(
+                logits[:, :-1].reshape(-1, self.vocab_size), labels[:, 1:].reshape(-1).to(logits.device), ignore_index=-100
+            )
         output = CausalLMOutputWithPast(
             loss=loss,
             logits=logits,
