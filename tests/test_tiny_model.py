@@ -91,3 +91,46 @@ def test_xtuner_builds_lora_model_from_the_folder_and_trains_a_step(tiny_model_p
     assert all(g is not None and torch.isfinite(g).all() for g in grads.values())
     assert any(g.abs().sum() > 0 for name, g in grads.items() if "lora_B" in name)
     assert any(g.abs().sum() > 0 for name, g in grads.items() if ".mlp1." in name)
+
+
+def test_course_forward_gives_xtuners_loss_and_gradients(tiny_model_path, single_process_group):
+    """CourseInternVL applies the output head only at labelled positions; XTuner's own forward scores every
+    position. Same batch, same weights: the same loss and the same LoRA/projector gradients."""
+    from peft import LoraConfig
+    from xtuner.model import InternVL_V1_5
+
+    from course_utils.training.xtuner_patches import CourseInternVL
+
+    lora = dict(type=LoraConfig, r=8, lora_alpha=16, lora_dropout=0.0, target_modules=None, task_type="CAUSAL_LM")
+    torch.manual_seed(0)
+    course = CourseInternVL(str(tiny_model_path), freeze_llm=True, freeze_visual_encoder=True, llm_lora=lora)
+    xtuner = InternVL_V1_5(str(tiny_model_path), freeze_llm=True, freeze_visual_encoder=True, llm_lora=lora)
+    xtuner.float()  # CourseInternVL is float32 on a CPU
+    with torch.no_grad():  # LoRA's B starts at zero: give both models the same non-zero adapters
+        for (name, ours), (_, theirs) in zip(course.named_parameters(), xtuner.named_parameters()):
+            if "lora_" in name:
+                ours.normal_(std=0.05)
+            theirs.copy_(ours)
+    image_tokens = [course.model.img_context_token_id] * course.model.num_image_token * 2  # two tiles per sample
+    ids = torch.tensor([[1, 5] + image_tokens + [9, 10, 11, 4], [1, 5] + image_tokens + [12, 4, 0, 0]])
+    labels = ids.clone()
+    labels[:, :-4] = -100
+    labels[1, -2:] = -100  # padding
+    attention_mask = torch.ones_like(ids, dtype=torch.bool)
+    attention_mask[1, -2:] = False
+    data = dict(pixel_values=torch.randn(2, 2, 3, 224, 224), input_ids=ids, labels=labels,
+                attention_mask=attention_mask, position_ids=torch.arange(ids.shape[1]).repeat(2, 1))
+    losses = []
+    for model in (course, xtuner):
+        model.train()
+        loss = model(dict(data))["loss"]
+        loss.backward()
+        losses.append(loss.detach())
+    torch.testing.assert_close(losses[0], losses[1], rtol=1e-5, atol=1e-6)
+    theirs = dict(xtuner.named_parameters())
+    compared = 0
+    for name, parameter in course.named_parameters():
+        if parameter.requires_grad:
+            torch.testing.assert_close(parameter.grad, theirs[name].grad, rtol=1e-4, atol=1e-6)
+            compared += 1
+    assert compared > 10  # every LoRA adapter and mlp1
