@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-LESSONS_WITH_EXERCISES = ("01", "02", "03")
+LESSONS_WITH_EXERCISES = ("01", "02", "03", "04", "05", "06")
 SETUP_TAG = "exercise-setup"
 
 
