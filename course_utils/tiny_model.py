@@ -198,12 +198,14 @@ def check_device(device: str) -> str:
 
 
 def build_model_dir(
-    out: str | Path, preset: str = "tiny", seed: int = 0, device: str = "cpu", force: bool = False
+    out: str | Path, preset: str = "tiny", seed: int = 0, device: str = "cpu", force: bool = False,
+    layers: int | None = None,
 ) -> Path:
     """Write a complete InternVL2 model folder for ``preset`` to ``out`` and return it.
 
     The folder appears only when complete (see :mod:`course_utils.outputs`); a folder the course did not make is
-    refused unless ``force``.
+    refused unless ``force``. ``layers`` keeps that many layers of the ViT and of the LLM: the preset's widths and
+    vocabulary at a fraction of its memory, for measurements on a CPU.
     """
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
@@ -214,6 +216,8 @@ def build_model_dir(
 
     tokenizer = build_tokenizer()
     config = build_config(preset, vocab_size=len(tokenizer))
+    if layers is not None:
+        config.vision_config.num_hidden_layers = config.llm_config.num_hidden_layers = layers
     model = build_model(config, seed=seed, device=device).to(torch.bfloat16)
     with staged_output(out, MODEL_KIND, force=force) as staging:
         # written directly: save_pretrained would import DeepSpeed (through accelerate) only to unwrap nothing
@@ -225,6 +229,8 @@ def build_model_dir(
         (staging / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
         copy_remote_code(staging)
         build_info = {"preset": preset, "seed": seed, "fingerprint": remote_code_fingerprint()}
+        if layers is not None:  # never the current build of the whole preset
+            build_info["layers"] = layers
         (staging / BUILD_INFO_FILE).write_text(json.dumps(build_info, indent=2) + "\n")
     return out
 

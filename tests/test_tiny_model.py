@@ -45,6 +45,18 @@ def test_ensure_tiny_model_rebuilds_a_stale_or_broken_folder(session_run_dir, mo
     assert is_current_build(model_dir)
 
 
+def test_fewer_layers_keep_the_widths_and_are_never_the_current_build(tmp_path):
+    from course_utils.internvl import InternVLChatConfig
+
+    full = InternVLChatConfig.from_pretrained(build_model_dir(tmp_path / "full"))
+    short = InternVLChatConfig.from_pretrained(build_model_dir(tmp_path / "short", layers=1))
+    assert short.llm_config.num_hidden_layers == short.vision_config.num_hidden_layers == 1
+    assert full.llm_config.num_hidden_layers > 1 and full.vision_config.num_hidden_layers > 1
+    assert short.llm_config.hidden_size == full.llm_config.hidden_size
+    assert short.llm_config.vocab_size == full.llm_config.vocab_size
+    assert is_current_build(tmp_path / "full") and not is_current_build(tmp_path / "short")
+
+
 def test_cli_builds_a_folder(tmp_path):
     result = subprocess.run([sys.executable, "-m", "course_utils", "make-tiny-model", str(tmp_path / "m"), "--seed", "2"],
                             capture_output=True, text=True, check=True)
