@@ -39,8 +39,8 @@ env: $(ENV_STAMP) ## create the course environment if it is missing
 course: $(ENV_STAMP) ## build the embedded defaults and execute every lesson into build/notebooks/
 	"$(PY)" -m course_utils run-course
 
-test: $(ENV_STAMP) ## run the whole test suite (unit tests and notebook tests)
-	"$(PY)" -m pytest $(PYTEST_ARGS)
+test: $(ENV_STAMP) ## run the whole test suite (unit tests and notebook tests); the ten slowest are listed at the end
+	"$(PY)" -m pytest --durations=10 $(PYTEST_ARGS)
 
 # JupyterLab refuses to start as root without --allow-root; root is common on cloud GPU machines and containers.
 lab: $(ENV_STAMP) ## open the lessons in JupyterLab

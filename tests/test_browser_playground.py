@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import warnings
 from pathlib import Path
 
 try:
@@ -85,8 +86,9 @@ def run_the_lesson(page, url: str, notebook: str, screenshot: str) -> dict:
     page.goto(f"{url}/lab/tree/{notebook}")
     page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=2 * MINUTE)
     run_all_cells(page)
-    # The notebook's own question is answered from code; then every cell has run and the kernel is idle.
-    page.wait_for_selector(".course-playground-stats-base:has-text('tokens/s')", timeout=5 * MINUTE)
+    # The notebook's own question is answered from code; then every cell has run and the kernel is idle. The lesson
+    # runs in about 15 s on 2 cores: a session that has not got there in 2 minutes is retried rather than waited on.
+    page.wait_for_selector(".course-playground-stats-base:has-text('tokens/s')", timeout=2 * MINUTE)
     page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=2 * MINUTE)
 
     playground = page.locator(".course-playground")
@@ -106,7 +108,7 @@ def run_the_lesson(page, url: str, notebook: str, screenshot: str) -> dict:
     }""")
     page.click(".course-playground-ask")
     for side in SIDES:
-        page.wait_for_selector(f".course-playground-stats-{side}:has-text('tokens/s')", timeout=5 * MINUTE)
+        page.wait_for_selector(f".course-playground-stats-{side}:has-text('tokens/s')", timeout=2 * MINUTE)
     page.wait_for_selector(".course-playground-ask:not([disabled])")
     playground.scroll_into_view_if_needed()
     playground.screenshot(path=screenshot)
@@ -231,6 +233,8 @@ if pytest is not None:
             server.wait(timeout=30)
         assert driver.returncode == 0, ("\n---\n".join(failures) +
                                         f"\nJupyterLab log:\n{log_path.read_text()[-2000:]}")
+        if failures:  # passed on a retry: say what the first session met, so a slow or flaky run can be traced
+            warnings.warn(f"the first browser session failed, the retry passed:\n{failures[0][-1500:]}")
         report = json.loads(driver.stdout.splitlines()[-1])
         for side in SIDES:
             lengths = report["updates"][side]
