@@ -74,6 +74,20 @@ def single_process_group(tmp_path):
     dist.destroy_process_group()
 
 
+def xtuner_batch(model) -> dict:
+    """A batch as XTuner's collate makes it: two samples of two tiles each, answers labelled, the second sample padded
+    on the right (padding is neither attended to nor labelled)."""
+    image_tokens = [model.model.img_context_token_id] * model.model.num_image_token * 2
+    ids = torch.tensor([[1, 5] + image_tokens + [9, 10, 11, 4], [1, 5] + image_tokens + [12, 4, 0, 0]])
+    labels = ids.clone()
+    labels[:, :-4] = -100
+    labels[1, -2:] = -100
+    attention_mask = torch.ones_like(ids, dtype=torch.bool)
+    attention_mask[1, -2:] = False
+    return dict(pixel_values=torch.randn(2, 2, 3, 224, 224), input_ids=ids, labels=labels,
+                attention_mask=attention_mask, position_ids=torch.arange(ids.shape[1]).repeat(2, 1))
+
+
 def test_xtuner_builds_lora_model_from_the_folder_and_trains_a_step(tiny_model_path, single_process_group):
     from peft import LoraConfig
     from xtuner.model import InternVL_V1_5
@@ -88,15 +102,7 @@ def test_xtuner_builds_lora_model_from_the_folder_and_trains_a_step(tiny_model_p
     assert not any("vision_model" in name for name in trainable)
 
     model.train()
-    image_tokens = [model.model.img_context_token_id] * model.model.num_image_token * 2  # two tiles per sample
-    ids = torch.tensor([[1, 5] + image_tokens + [9, 10, 11, 4], [1, 5] + image_tokens + [12, 4, 0, 0]])
-    labels = ids.clone()
-    labels[:, :-4] = -100
-    attention_mask = torch.ones_like(ids, dtype=torch.bool)
-    attention_mask[1, -2:] = False  # XTuner pads on the right
-    data = dict(pixel_values=torch.randn(2, 2, 3, 224, 224), input_ids=ids, labels=labels,
-                attention_mask=attention_mask, position_ids=torch.arange(ids.shape[1]).repeat(2, 1))
-    loss = model(data)["loss"]
+    loss = model(xtuner_batch(model))["loss"]
     assert torch.isfinite(loss)
     loss.backward()
     grads = {name: p.grad for name, p in model.named_parameters() if p.requires_grad}
@@ -123,15 +129,7 @@ def test_course_forward_gives_xtuners_loss_and_gradients(tiny_model_path, single
             if "lora_" in name:
                 ours.normal_(std=0.05)
             theirs.copy_(ours)
-    image_tokens = [course.model.img_context_token_id] * course.model.num_image_token * 2  # two tiles per sample
-    ids = torch.tensor([[1, 5] + image_tokens + [9, 10, 11, 4], [1, 5] + image_tokens + [12, 4, 0, 0]])
-    labels = ids.clone()
-    labels[:, :-4] = -100
-    labels[1, -2:] = -100  # padding
-    attention_mask = torch.ones_like(ids, dtype=torch.bool)
-    attention_mask[1, -2:] = False
-    data = dict(pixel_values=torch.randn(2, 2, 3, 224, 224), input_ids=ids, labels=labels,
-                attention_mask=attention_mask, position_ids=torch.arange(ids.shape[1]).repeat(2, 1))
+    data = xtuner_batch(course)
     losses = []
     for model in (course, xtuner):
         model.train()

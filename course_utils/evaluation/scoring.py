@@ -136,7 +136,9 @@ def evaluate_model(model_path: str | Path, question_sets: dict[str, list[dict]],
     memory for its CUDA graphs on an 80 GB card (measured)."""
     from ..engines import choose_backend, load_engine
 
-    if (choose_backend()[0] if backend == "auto" else backend) != "transformers":
+    if backend == "auto":
+        backend, _ = choose_backend()
+    if backend != "transformers":
         engine_options = {"cache_max_entry_count": LMDEPLOY_CACHE_SHARE, "max_batch_size": batch_size,
                           **engine_options}
     engine = load_engine(model_path, backend=backend, **engine_options)

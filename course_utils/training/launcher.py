@@ -25,13 +25,13 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..engines.serving import choose_port
 from ..errors import CourseError
 from ..outputs import course_folder, is_course_output, staged_file
 from ..paths import project_root
@@ -84,7 +84,7 @@ class TrainingJob:
         if self.deepspeed and self.nproc_per_node == 1 and "MASTER_PORT" not in env:
             # DeepSpeed sets up a one-process group on port 29500 unless told otherwise: a second run on the machine
             # (say, a learner's two notebooks) would fail with "address already in use"
-            env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
+            env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(choose_port("127.0.0.1", None)))
         env.update({key: str(value) for key, value in self.extra_env.items()})
         return env
 
@@ -102,7 +102,7 @@ class TrainingJob:
         # what `NPROC_PER_NODE=N xtuner train ...` runs; called directly, its exit status is the training's
         import xtuner.tools.train
 
-        port = os.environ.get("PORT") or str(free_port())
+        port = os.environ.get("PORT") or str(choose_port("127.0.0.1", None))
         return [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--node_rank=0",
                 f"--nproc_per_node={self.nproc_per_node}", "--master_addr=127.0.0.1", f"--master_port={port}",
                 xtuner.tools.train.__file__, *args, "--launcher", "pytorch"]
@@ -110,13 +110,6 @@ class TrainingJob:
     def iters_per_epoch(self, batch_size: int) -> int:
         samples = len(json.loads(Path(self.train_json).read_text(encoding="utf-8")))
         return math.ceil(samples / (batch_size * self.nproc_per_node))
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on now (the process group's rendezvous)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 # ----------------------------------------------------------------------------------------------- the work dir
@@ -197,7 +190,8 @@ def prepare_work_dir(work_dir: str | Path, resume: bool, fresh: bool) -> Path | 
     if not existing:
         return None  # nothing to resume: a first launch
     # the newest complete one: a run stopped during a save leaves a newer, partial iter_N.pth
-    complete = [path for path in existing if checkpoint_step(path) == last_saved_step(work_dir)]
+    saved = last_saved_step(work_dir)
+    complete = [path for path in existing if checkpoint_step(path) == saved]
     return (complete or existing)[-1]
 
 

@@ -39,9 +39,9 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from mmengine.optim.scheduler import CosineAnnealingLR, LinearLR
+from transformers.modeling_outputs import CausalLMOutputWithPast
 from xtuner.dataset import InternVL_V1_5_Dataset
 from xtuner.dataset.internvl_dataset import total_image_token
-from transformers.modeling_outputs import CausalLMOutputWithPast
 from xtuner.model import InternVL_V1_5
 
 from course_utils.internvl.conversation import INTERNVL_SYSTEM_MESSAGE
