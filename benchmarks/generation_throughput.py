@@ -326,7 +326,7 @@ def profile_decode_step(folder, attention, code_label):
     return [entry]
 
 
-def lmdeploy_rows(folder, set_name, knobs_list):
+def lmdeploy_rows(folder, set_name, knobs_list, repeats):
     """Row (d): LMDeploy's PyTorch engine pipeline on the same requests, for each named set of knobs."""
     from lmdeploy import GenerationConfig, PytorchEngineConfig, VisionConfig, pipeline
 
@@ -346,7 +346,7 @@ def lmdeploy_rows(folder, set_name, knobs_list):
         pipe(prompts[:4], gen_config=gen)  # warm-up
         torch.cuda.reset_peak_memory_stats()
         times, tokens = [], 0
-        for _ in range(2):
+        for _ in range(repeats):
             seconds, responses = timed(lambda: pipe(prompts, gen_config=gen))
             times.append(seconds)
             tokens = sum(r.generate_token_len for r in responses)
@@ -354,7 +354,7 @@ def lmdeploy_rows(folder, set_name, knobs_list):
         entry = figures(statistics.median(times), len(prompts), torch.cuda.max_memory_allocated(), row="lmdeploy",
                         knobs=name, engine=engine_knobs, vision=vision_knobs, request_set=set_name, batch_size=REQUESTS,
                         all_seconds=[round(t, 4) for t in times], output_tokens_counted=tokens,
-                        gpu_memory_held_gb=round(held / 1e9, 2))
+                        gpu_memory_held_gb=round(held / 1e9, 2), first_tokens=first_token_times(pipe, prompts, gen))
         print(json.dumps(entry), flush=True)
         results.append(entry)
         pipe.close()
@@ -364,11 +364,40 @@ def lmdeploy_rows(folder, set_name, knobs_list):
     return results
 
 
+def first_token_times(pipe, prompts, gen):
+    """When each request's first token arrived in one streamed run of the set: requests that start decoding late
+    (admitted in a later prefill) stretch the run by their delay. A wave is a group of requests that started together
+    (gaps under 20 ms)."""
+    start, first = time.perf_counter(), {}
+    for output in pipe.stream_infer(prompts, gen_config=gen):
+        first.setdefault(output.index, time.perf_counter() - start)
+    seconds = sorted(first.values())
+    return dict(run_seconds=round(time.perf_counter() - start, 4), earliest=round(seconds[0], 4),
+                median=round(statistics.median(seconds), 4), latest=round(seconds[-1], 4),
+                waves=1 + sum(later - earlier > 0.02 for earlier, later in zip(seconds, seconds[1:])))
+
+
+# Named sets of (PytorchEngineConfig, VisionConfig) knobs. The PyTorch engine encodes images inside its own
+# prefill, so VisionConfig.max_batch_size (TurboMind's vision batch) should change nothing here: the "+ vision batch
+# 32" set checks that. Requests reach the engine one by one (LMDeploy preprocesses images in one thread) and a
+# running batch admits new requests only every `prefill_interval` decode steps, in chunks of at most
+# `max_prefill_token_num` tokens: the other sets measure those two scheduler knobs.
 LMDEPLOY_KNOBS = [
     ("defaults", {}, {}),
-    ("vision batch 32", dict(session_len=8192, cache_max_entry_count=0.5), dict(max_batch_size=32)),
-    ("vision batch 32, prefill 16k tokens", dict(session_len=8192, cache_max_entry_count=0.5, max_batch_size=32,
-                                                 max_prefill_token_num=16384), dict(max_batch_size=32)),
+    ("session 8k, cache 0.5", dict(session_len=8192, cache_max_entry_count=0.5), {}),
+    ("session 8k, cache 0.5, + vision batch 32", dict(session_len=8192, cache_max_entry_count=0.5),
+     dict(max_batch_size=32)),
+    ("session 8k, cache 0.5, max_batch_size 32", dict(session_len=8192, cache_max_entry_count=0.5, max_batch_size=32),
+     {}),
+    ("session 8k, cache 0.5, prefill 16k tokens", dict(session_len=8192, cache_max_entry_count=0.5,
+                                                       max_prefill_token_num=16384), {}),
+    ("session 8k, cache 0.5, prefill every 4 steps", dict(session_len=8192, cache_max_entry_count=0.5,
+                                                          prefill_interval=4), {}),
+    ("session 8k, cache 0.5, prefill every 4 steps, 16k tokens",
+     dict(session_len=8192, cache_max_entry_count=0.5, prefill_interval=4, max_prefill_token_num=16384), {}),
+    ("session 8k, cache 0.5, prefill every step, 16k tokens",
+     dict(session_len=8192, cache_max_entry_count=0.5, prefill_interval=1, max_prefill_token_num=16384), {}),
+    ("lesson 02's knobs", dict(session_len=8192, cache_max_entry_count=0.2, max_batch_size=32), dict(max_batch_size=8)),
 ]
 
 
@@ -396,8 +425,9 @@ def run(args):
             results += engine_rows(folder, set_name, args.repeats)
     if "d" in rows:
         for set_name in args.sets.split(","):
-            knobs = [LMDEPLOY_KNOBS[int(i)] for i in args.lmdeploy_knobs.split(",")]
-            results += lmdeploy_rows(folder, set_name, knobs)
+            chosen = range(len(LMDEPLOY_KNOBS)) if args.lmdeploy_knobs == "all" else args.lmdeploy_knobs.split(",")
+            knobs = [LMDEPLOY_KNOBS[int(i)] for i in chosen]
+            results += lmdeploy_rows(folder, set_name, knobs, args.repeats)
     versions = {"torch": torch.__version__, "transformers": __import__("transformers").__version__}
     try:
         versions["lmdeploy"] = __import__("lmdeploy").__version__
@@ -454,7 +484,7 @@ def main():
     run_parser.add_argument("--rows", default="agreement,profile,a,b,sweep,c,d",
                             help="any of agreement,profile,a,b,sweep,c,d")
     run_parser.add_argument("--agreement-dtypes", default="bfloat16,float32")
-    run_parser.add_argument("--lmdeploy-knobs", default="0,1,2", help="which LMDEPLOY_KNOBS entries (indices)")
+    run_parser.add_argument("--lmdeploy-knobs", default="0,1,2", help="which LMDEPLOY_KNOBS entries (indices, or all)")
     run_parser.add_argument("--requests", type=int, default=REQUESTS, help="requests per set (fewer: a quick check)")
     run_parser.add_argument("--sets", default="one_tile,photo_13_tiles")
     run_parser.add_argument("--attention", default="sdpa", help="sdpa, eager or both (comma-separated)")

@@ -18,7 +18,8 @@ site-packages. Each adaptation answers a failure measured with the stock InternV
   gradient checkpointing that can be turned off (it recomputes every forward pass: worth it for memory on a
   GPU, pure cost for a tiny model on a CPU), and a forward that computes the loss from the labelled positions
   only: XTuner's float32 logits over the vocabulary at every position, image positions included, took most of
-  the 2B LoRA recipe's 24.2 GB peak (batch 4 of 800x600 photos, ZeRO-2, an H100);
+  the 2B LoRA recipe's peak (batch 4 of 800x600 photos, ZeRO-2, an H100: 24.2 GB with XTuner's forward, 12.4 GB
+  with this one);
 * :class:`CourseInternVLDataset` is XTuner's ``InternVL_V1_5_Dataset`` with the image tiling and the system
   message as arguments: XTuner takes the tiling from the model's config and uses InternLM2's system message,
   while the model answers (``chat``/``batch_chat``, LMDeploy) with InternVL's own: train with the prompt you serve;
