@@ -424,10 +424,13 @@ def run(args):
         for set_name in args.sets.split(","):
             results += engine_rows(folder, set_name, args.repeats)
     if "d" in rows:
+        chosen = range(len(LMDEPLOY_KNOBS)) if args.lmdeploy_knobs == "all" else args.lmdeploy_knobs.split(",")
+        knobs = [LMDEPLOY_KNOBS[int(i)] for i in chosen]
+        if args.switch_interval:
+            sys.setswitchinterval(args.switch_interval)
         for set_name in args.sets.split(","):
-            chosen = range(len(LMDEPLOY_KNOBS)) if args.lmdeploy_knobs == "all" else args.lmdeploy_knobs.split(",")
-            knobs = [LMDEPLOY_KNOBS[int(i)] for i in chosen]
-            results += lmdeploy_rows(folder, set_name, knobs, args.repeats)
+            for row in lmdeploy_rows(folder, set_name, knobs, args.repeats):
+                results.append({**row, "python_switch_interval_s": round(sys.getswitchinterval(), 6)})
     versions = {"torch": torch.__version__, "transformers": __import__("transformers").__version__}
     try:
         versions["lmdeploy"] = __import__("lmdeploy").__version__
@@ -485,6 +488,9 @@ def main():
                             help="any of agreement,profile,a,b,sweep,c,d")
     run_parser.add_argument("--agreement-dtypes", default="bfloat16,float32")
     run_parser.add_argument("--lmdeploy-knobs", default="0,1,2", help="which LMDEPLOY_KNOBS entries (indices, or all)")
+    run_parser.add_argument("--switch-interval", type=float, default=None,
+                            help="Python's GIL switch interval in seconds for row d (5 ms by default): LMDeploy's "
+                                 "request front end shares the interpreter with its engine loop")
     run_parser.add_argument("--requests", type=int, default=REQUESTS, help="requests per set (fewer: a quick check)")
     run_parser.add_argument("--sets", default="one_tile,photo_13_tiles")
     run_parser.add_argument("--attention", default="sdpa", help="sdpa, eager or both (comma-separated)")

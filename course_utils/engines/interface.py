@@ -39,7 +39,8 @@ KNOBS = {
     "cache_max_entry_count": "LMDeploy: share of the GPU memory left after loading the weights that becomes "
                              "KV cache blocks (more blocks: more or longer requests in flight)",
     "max_batch_size": "most requests decoded together in one step (LMDeploy), or per batch (transformers)",
-    "vision_batch_size": "LMDeploy: most images the vision encoder reads in one go (1 by default)",
+    "vision_batch_size": "TurboMind: most images its vision encoder reads in one go (1 by default); LMDeploy's "
+                         "PyTorch engine encodes images inside its own prefill and does not use it",
 }
 
 

@@ -11,9 +11,7 @@ from ..paths import project_root
 from .interface import GenerationSettings
 
 GPU_RESULTS_FILE = Path("benchmarks") / "results" / "generation_throughput.json"
-THROUGHPUT_KEYS = ("requests_per_s", "requests_per_second", "req_per_s")
-LABEL_KEYS = ("engine", "name", "label", "method")
-CASE_KEYS = ("case", "workload", "images", "image")
+RECORDED_LMDEPLOY_KNOBS = ("defaults", "lesson 02's knobs")
 
 
 def dish_requests(data_root=None, count: int = 8, style: str = "mcq") -> list[tuple[Path, str]]:
@@ -46,29 +44,42 @@ def measure_throughput(engine, requests, settings: GenerationSettings, label: st
 
 
 def read_recorded_throughput(path: str | Path | None = None) -> tuple[list[dict], str]:
-    """The requests/s figures of the committed GPU benchmark as rows ``{label, requests_per_s}``, and a line
-    saying where they come from (or that the file does not exist yet: then no rows)."""
+    """The committed GPU benchmark's one-tile figures (``benchmarks/generation_throughput.py``: 32 dish-photo
+    requests, 64 new tokens, InternVL2-2B shapes) as rows ``{label, requests_per_s}``: the official code's recorded
+    ``chat`` and ``batch_chat``, the course code's, the transformers engine and LMDeploy with its default knobs and
+    with this lesson's, each from its latest run; and a line saying where they come from (or that the file does not
+    exist yet: then no rows)."""
     path = Path(path) if path else project_root() / GPU_RESULTS_FILE
     if not path.is_file():
         return [], f"no recorded GPU figures: {path} does not exist (benchmarks/README.md says how to make it)"
     data = json.loads(path.read_text(encoding="utf-8"))
-    rows = []
+    setup = data.get("setup", {})
+    official = setup.get("official_code_recorded", {})
+    figures = {label: official[key] for key, label in (("chat", "official code: chat(), one at a time"),
+                                                       ("batch_chat", "official code: batch_chat of 32"))
+               if key in official}
+    for result in sorted(data.get("results", []), key=lambda result: result.get("run", 1)):
+        if result.get("request_set") == "one_tile" and "requests_per_s" in result:
+            label = _recorded_label(result)
+            if label:
+                figures[label] = result["requests_per_s"]  # a later run replaces an earlier one
+    rows = [{"label": label, "requests_per_s": float(value)} for label, value in figures.items()]
+    return rows, f"recorded on {setup.get('device', 'a GPU')} by benchmarks/ ({path.name}), not measured here"
 
-    def walk(node, trail):
-        if isinstance(node, dict):
-            value = next((node[key] for key in THROUGHPUT_KEYS if isinstance(node.get(key), (int, float))), None)
-            if value is not None:
-                names = [str(node[key]) for key in LABEL_KEYS + CASE_KEYS if isinstance(node.get(key), (str, int))]
-                rows.append({"label": " · ".join(names) or " · ".join(trail), "requests_per_s": float(value)})
-            for key, child in node.items():
-                walk(child, trail + [str(key)])
-        elif isinstance(node, list):
-            for index, child in enumerate(node):
-                walk(child, trail + [str(index)])
 
-    walk(data, [])
-    device = data.get("device", "a GPU") if isinstance(data, dict) else "a GPU"
-    return rows, f"recorded on {device} by benchmarks/ ({path.name}), not measured here"
+def _recorded_label(result: dict) -> str | None:
+    """The chart label of one benchmark row, or None for rows the lesson leaves to the benchmark's README."""
+    row, batch = result.get("row"), result.get("batch_size")
+    if row == "lmdeploy" and result.get("knobs") in RECORDED_LMDEPLOY_KNOBS:
+        return f"LMDeploy ({result['knobs']}): batch of {batch}"
+    if result.get("code") == "after" and result.get("attention") == "sdpa":
+        if row == "chat":
+            return "course code: chat(), one at a time"
+        if row == "batch_chat" and batch == 32:
+            return "course code: batch_chat of 32"
+    if row == "engine" and batch == 32:
+        return "transformers engine: answer_batch of 32"
+    return None
 
 
 def plot_throughput(measured: list[dict], recorded: list[dict], recorded_note: str, title_here: str):
