@@ -330,11 +330,15 @@ def lmdeploy_rows(folder, set_name, knobs_list, repeats):
     """Row (d): LMDeploy's PyTorch engine pipeline on the same requests, for each named set of knobs."""
     from lmdeploy import GenerationConfig, PytorchEngineConfig, VisionConfig, pipeline
 
+    from course_utils.engines.lmdeploy_engine import cache_special_token_ids
+
     images, questions = requests_of(set_name)
     prompts = list(zip(questions, images))
-    gen = GenerationConfig(max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, ignore_eos=True, do_sample=False)
     results = []
-    for name, engine_knobs, vision_knobs in knobs_list:
+    for name, engine_knobs, vision_knobs, *extras in knobs_list:
+        extras = extras[0] if extras else {}
+        gen = GenerationConfig(max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, ignore_eos=True, do_sample=False,
+                               **extras.get("generation", {}))
         torch.cuda.empty_cache()
         free_before = torch.cuda.mem_get_info()[0]
         try:
@@ -343,6 +347,8 @@ def lmdeploy_rows(folder, set_name, knobs_list, repeats):
         except Exception as error:  # an engine that cannot start is a result too
             results.append(dict(row="lmdeploy", knobs=name, request_set=set_name, error=repr(error)[:300]))
             continue
+        if extras.get("cached_special_ids"):
+            cache_special_token_ids(pipe.tokenizer.model.model)
         pipe(prompts[:4], gen_config=gen)  # warm-up
         torch.cuda.reset_peak_memory_stats()
         times, tokens = [], 0
@@ -377,7 +383,8 @@ def first_token_times(pipe, prompts, gen):
                 waves=1 + sum(later - earlier > 0.02 for earlier, later in zip(seconds, seconds[1:])))
 
 
-# Named sets of (PytorchEngineConfig, VisionConfig) knobs. The PyTorch engine encodes images inside its own
+# Named sets of (PytorchEngineConfig, VisionConfig) knobs, and optionally extras: GenerationConfig fields, or the
+# course's cached special-token ids (lmdeploy_engine.cache_special_token_ids). The PyTorch engine encodes images inside its own
 # prefill, so VisionConfig.max_batch_size (TurboMind's vision batch) should change nothing here: the "+ vision batch
 # 32" set checks that. Requests reach the engine one by one (LMDeploy preprocesses images in one thread) and a
 # running batch admits new requests only every `prefill_interval` decode steps, in chunks of at most
@@ -398,6 +405,10 @@ LMDEPLOY_KNOBS = [
     ("session 8k, cache 0.5, prefill every step, 16k tokens",
      dict(session_len=8192, cache_max_entry_count=0.5, prefill_interval=1, max_prefill_token_num=16384), {}),
     ("lesson 02's knobs", dict(session_len=8192, cache_max_entry_count=0.2, max_batch_size=32), dict(max_batch_size=8)),
+    ("defaults, special tokens kept in the text", {}, {}, {"generation": dict(skip_special_tokens=False)}),
+    ("defaults, special-token ids cached", {}, {}, {"cached_special_ids": True}),
+    ("lesson 02's knobs, special-token ids cached", dict(session_len=8192, cache_max_entry_count=0.2, max_batch_size=32),
+     dict(max_batch_size=8), {"cached_special_ids": True}),
 ]
 
 

@@ -182,7 +182,7 @@ def test_recorded_gpu_figures_are_the_benchmarks_one_tile_rows_latest_run_first(
     assert {row["label"]: row["requests_per_s"] for row in rows} == {
         "official code: chat(), one at a time": 0.59, "official code: batch_chat of 32": 17.3,
         "course code: chat(), one at a time": 3.4, "course code: batch_chat of 32": 65.7,
-        "LMDeploy (defaults): batch of 32": 29.7, "transformers engine: answer_batch of 32": 56.3}
+        "LMDeploy pipeline, its defaults: batch of 32": 29.7, "transformers engine: answer_batch of 32": 56.3}
     assert "NVIDIA H100 80GB HBM3" in note and "not measured here" in note
 
 

@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from course_utils.engines import GenerationSettings
-from course_utils.engines.lmdeploy_engine import (backend_config, check_chat_template, conversation_messages,
-                                                  generation_config, model_system_message)
+from course_utils.engines.lmdeploy_engine import (backend_config, cache_special_token_ids, check_chat_template,
+                                                  conversation_messages, generation_config, model_system_message)
 from course_utils.engines.serving import lmdeploy_command
 
 
@@ -39,6 +39,32 @@ def test_a_model_folder_without_chat_template_is_refused_with_the_fix(tiny_model
     (folder / "tokenizer_config.json").write_text("{not json")
     with pytest.raises(ValueError, match="not valid JSON"):
         check_chat_template(folder)
+
+
+def test_cached_special_token_ids_give_the_same_streamed_text_without_converting_them_per_token(tiny_model_path):
+    from lmdeploy.tokenizer import DetokenizeState, Tokenizer
+
+    def stream_text(tokenizer, ids):  # how LMDeploy turns each new token of an answer into text
+        state, pieces = DetokenizeState(), []
+        for end in range(1, len(ids) + 1):
+            piece, state = tokenizer.detokenize_incrementally(ids[:end], state, skip_special_tokens=True)
+            pieces.append(piece)
+        return pieces
+
+    tokenizer = Tokenizer(str(tiny_model_path))
+    hf_tokenizer = tokenizer.model.model
+    special = hf_tokenizer.all_special_ids
+    ids = hf_tokenizer.encode("宫保鸡丁 is a Sichuan dish.", add_special_tokens=False)
+    ids = ids[:4] + special[:2] + ids[4:]  # special tokens in the middle are dropped from the text
+    before = stream_text(tokenizer, ids)
+    assert "".join(before) == hf_tokenizer.decode(ids, skip_special_tokens=True)
+
+    cache_special_token_ids(hf_tokenizer)
+    conversions = []
+    convert = hf_tokenizer.convert_tokens_to_ids
+    hf_tokenizer.convert_tokens_to_ids = lambda tokens: conversions.append(tokens) or convert(tokens)
+    assert stream_text(tokenizer, ids) == before
+    assert hf_tokenizer.all_special_ids == special and conversions == []
 
 
 def test_backend_config_carries_the_knobs():
