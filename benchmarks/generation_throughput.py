@@ -8,7 +8,9 @@ Rows:
   (a) ``chat``        the model card's ``model.chat()``, one request at a time;
   (b) ``batch_chat``  the model card's ``model.batch_chat()``, requests in batches (a sweep of batch sizes);
   (c) ``engine``      the course's transformers engine (``course_utils.engines``), all requests in one batch;
-  (d) ``lmdeploy``    LMDeploy's PyTorch engine ``pipeline``, default settings and tuned knobs.
+  (d) ``lmdeploy``    LMDeploy's PyTorch engine ``pipeline``, default settings and tuned knobs;
+  ``tp``              on several GPUs: LMDeploy through ``load_engine`` with tensor parallelism (``--tp 1,2``), its
+                      requests/s and whether its greedy answers match those on one GPU.
 Each row reports requests/s, output tokens/s and peak GPU memory. ``profile`` counts, with the PyTorch profiler,
 what one decoding step of ``batch_chat`` costs the host: kernel launches, ``.item()``-style reads and
 synchronisations (a 16-token run minus a 1-token run, divided by 15).
@@ -370,6 +372,40 @@ def lmdeploy_rows(folder, set_name, knobs_list, repeats):
     return results
 
 
+def tensor_parallel_rows(folder, tps, repeats):
+    """Row ``tp``: LMDeploy as lesson 02's ``load_engine`` builds it, on ``tp`` GPUs (tensor parallel), greedy answers
+    to the one-tile set; each row counts the answers identical to those of the first ``tp`` in the list. Random
+    weights make near-ties between tokens, which a different order of summation can decide the other way."""
+    from course_utils.engines import GenerationSettings, load_engine
+
+    if max(tps) > torch.cuda.device_count():
+        raise SystemExit(f"error: tp={max(tps)} needs {max(tps)} GPUs and torch sees {torch.cuda.device_count()}")
+    images, questions = requests_of("one_tile")
+    requests = list(zip(images, questions))
+    settings = GenerationSettings(max_new_tokens=NEW_TOKENS, temperature=0.0)
+    answers, results = {}, []
+    for tp in tps:
+        try:
+            engine = load_engine(folder, "lmdeploy", tp=tp, session_len=8192, cache_max_entry_count=0.3,
+                                 max_batch_size=REQUESTS)
+        except Exception as error:  # e.g. no executor for several GPUs in this environment
+            results.append(dict(row="tp", tp=tp, request_set="one_tile", error=repr(error)[:300]))
+            continue
+        engine.answer_batch(requests[:4], settings)  # warm-up
+        runs = [timed(lambda: engine.answer_batch(requests, settings)) for _ in range(repeats)]
+        engine.close()
+        answers[tp] = [answer.text for answer in runs[-1][1]]
+        reference = answers.get(tps[0])
+        entry = dict(row="tp", tp=tp, request_set="one_tile", batch_size=REQUESTS,
+                     requests_per_s=round(REQUESTS / statistics.median(t for t, _ in runs), 3),
+                     all_seconds=[round(t, 4) for t, _ in runs],
+                     output_tokens=sum(answer.output_tokens for answer in runs[-1][1]),
+                     same_answers_as_first_tp=sum(a == b for a, b in zip(reference, answers[tp])) if reference else None)
+        print(json.dumps(entry), flush=True)
+        results.append(entry)
+    return results
+
+
 def first_token_times(pipe, prompts, gen):
     """When each request's first token arrived in one streamed run of the set: requests that start decoding late
     (admitted in a later prefill) stretch the run by their delay. A wave is a group of requests that started together
@@ -442,6 +478,8 @@ def run(args):
         for set_name in args.sets.split(","):
             for row in lmdeploy_rows(folder, set_name, knobs, args.repeats):
                 results.append({**row, "python_switch_interval_s": round(sys.getswitchinterval(), 6)})
+    if "tp" in rows:
+        results += tensor_parallel_rows(folder, [int(tp) for tp in args.tp.split(",")], args.repeats)
     versions = {"torch": torch.__version__, "transformers": __import__("transformers").__version__}
     try:
         versions["lmdeploy"] = __import__("lmdeploy").__version__
@@ -496,9 +534,10 @@ def main():
     sub = parser.add_subparsers(required=True)
     run_parser = sub.add_parser("run", help="measure rows on this GPU and write them to --out")
     run_parser.add_argument("--rows", default="agreement,profile,a,b,sweep,c,d",
-                            help="any of agreement,profile,a,b,sweep,c,d")
+                            help="any of agreement,profile,a,b,sweep,c,d,tp (tp: several GPUs)")
     run_parser.add_argument("--agreement-dtypes", default="bfloat16,float32")
     run_parser.add_argument("--lmdeploy-knobs", default="0,1,2", help="which LMDEPLOY_KNOBS entries (indices, or all)")
+    run_parser.add_argument("--tp", default="1,2", help="GPU counts for row tp (LMDeploy tensor parallel)")
     run_parser.add_argument("--switch-interval", type=float, default=None,
                             help="Python's GIL switch interval in seconds for row d (5 ms by default): LMDeploy's "
                                  "request front end shares the interpreter with its engine loop")
