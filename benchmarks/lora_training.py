@@ -130,7 +130,8 @@ def run_variant(name: str, deepspeed: str | None, model_dir: Path, train_json: P
 
 def resume_on_fewer_gpus(model_dir: Path, train_json: Path, work_root: Path, gpus: int, stop_at: int) -> dict:
     """Train with ZeRO-2 on ``gpus`` GPUs, stop once the checkpoint of step ``stop_at`` is saved (as a power cut
-    would), then resume that work dir on one GPU and train to the end of the epoch."""
+    would), then resume that work dir on one GPU and train to the end of the epoch (the launcher refuses a ZeRO
+    checkpoint of another GPU count: that refusal is then the result)."""
     from course_utils.training import train
 
     work_dir = work_root / f"zero2-{gpus}gpu-then-1"

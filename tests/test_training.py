@@ -14,7 +14,7 @@ from course_utils.training import (
     SMOKE_CONFIG, TrainingFailed, TrainingJob, TrainingRefused, config_path, job_for, load_config, planned_steps,
     scheduled_lrs, train, training_curve,
 )
-from course_utils.training.launcher import prepare_work_dir
+from course_utils.training.launcher import prepare_work_dir, zero_partitions
 
 
 @pytest.fixture(scope="module")
@@ -193,6 +193,24 @@ def test_work_dir_with_checkpoints_needs_resume_or_fresh(tmp_path):
     with pytest.raises(OutputRefused):
         prepare_work_dir(foreign, resume=False, fresh=True)
     assert (foreign / "notes.txt").read_text() == "keep"
+
+
+def test_a_zero_checkpoint_resumes_only_on_as_many_gpus_as_saved_it(prepared):
+    job = job_for(prepared, run_name="zero-checkpoint-of-two-gpus", deepspeed="deepspeed_zero2", nproc_per_node=1)
+    prepare_work_dir(job.work_dir, resume=False, fresh=False)
+    checkpoint = job.work_dir / "iter_4.pth"
+    checkpoint.mkdir()
+    (checkpoint / "mp_rank_00_model_states.pt").write_bytes(b"")
+    for rank in (0, 1):  # what DeepSpeed ZeRO writes from 2 GPUs
+        (checkpoint / f"bf16_zero_pp_rank_{rank}_mp_rank_00_optim_states.pt").write_bytes(b"")
+    (job.work_dir / "last_checkpoint").write_text(str(checkpoint))
+    launched = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("subprocess.Popen", lambda *args, **kwargs: launched.append(args))
+        with pytest.raises(TrainingRefused, match="saved by DeepSpeed ZeRO on 2 GPUs.*nproc_per_node=2"):
+            train(job, resume=True, progress=False)
+    assert launched == [] and checkpoint.is_dir()  # refused before launching, nothing removed
+    assert zero_partitions(checkpoint) == 2 and zero_partitions(job.work_dir / "iter_8.pth") == 0
 
 
 def test_broken_config_surfaces_xtuners_error(prepared, tiny_model_path, tmp_path):

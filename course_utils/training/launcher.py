@@ -49,7 +49,8 @@ class TrainingFailed(CourseError):
 
 
 class TrainingRefused(CourseError, ValueError):
-    """The work dir holds another run's checkpoints and the call did not say what to do with them."""
+    """The work dir holds another run's checkpoints and the call did not say what to do with them, or holds a
+    checkpoint this launch cannot resume."""
 
 
 @dataclass
@@ -131,6 +132,24 @@ def last_saved_step(work_dir: str | Path) -> int | None:
         return checkpoint_step((Path(work_dir) / LAST_CHECKPOINT_FILE).read_text(encoding="utf-8").strip())
     except (OSError, ValueError):  # no checkpoint yet, or the name is being written
         return None
+
+
+def zero_partitions(checkpoint: str | Path) -> int:
+    """How many GPUs saved a DeepSpeed ZeRO checkpoint (one optimizer-state file each); 0 for mmengine's own
+    checkpoint file, whose optimizer state is whole."""
+    return len(list(Path(checkpoint).glob("*zero_pp_rank_*_optim_states.pt"))) if Path(checkpoint).is_dir() else 0
+
+
+def refuse_other_gpu_count(checkpoint: Path, nproc_per_node: int) -> None:
+    """ZeRO splits the optimizer state between the GPUs that trained, and DeepSpeed 0.16 loads it only on as many
+    GPUs (``ZeRORuntimeException`` deep in XTuner's log otherwise): say so before launching."""
+    saved = zero_partitions(checkpoint)
+    if saved and saved != nproc_per_node:
+        raise TrainingRefused(
+            f"{checkpoint.name} was saved by DeepSpeed ZeRO on {saved} GPUs and this launch has {nproc_per_node}: "
+            f"ZeRO keeps a share of the optimizer state on each GPU and DeepSpeed cannot share it out again. Resume "
+            f"with nproc_per_node={saved} (NPROC_PER_NODE={saved}), or start again with fresh=True"
+        )
 
 
 def checkpoint_step(path: str | Path) -> int:
@@ -266,6 +285,8 @@ def train(
 
     work_dir = Path(job.work_dir).resolve()
     resume_from = prepare_work_dir(work_dir, resume=resume, fresh=fresh)
+    if resume_from is not None:
+        refuse_other_gpu_count(resume_from, job.nproc_per_node)
     launches_before = set(scalar_logs(work_dir))
     log_path = work_dir / LOG_FILE
     start_step = checkpoint_step(resume_from) if resume_from else 0
