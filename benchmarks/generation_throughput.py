@@ -350,7 +350,7 @@ def lmdeploy_rows(folder, set_name, knobs_list, repeats):
             results.append(dict(row="lmdeploy", knobs=name, request_set=set_name, error=repr(error)[:300]))
             continue
         if extras.get("cached_special_ids"):
-            cache_special_token_ids(pipe.tokenizer.model.model)
+            cache_special_token_ids(pipe.tokenizer)
         pipe(prompts[:4], gen_config=gen)  # warm-up
         torch.cuda.reset_peak_memory_stats()
         times, tokens = [], 0

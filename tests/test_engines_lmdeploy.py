@@ -59,7 +59,7 @@ def test_cached_special_token_ids_give_the_same_streamed_text_without_converting
     before = stream_text(tokenizer, ids)
     assert "".join(before) == hf_tokenizer.decode(ids, skip_special_tokens=True)
 
-    cache_special_token_ids(hf_tokenizer)
+    cache_special_token_ids(tokenizer)
     conversions = []
     convert = hf_tokenizer.convert_tokens_to_ids
     hf_tokenizer.convert_tokens_to_ids = lambda tokens: conversions.append(tokens) or convert(tokens)

@@ -41,13 +41,15 @@ def check_chat_template(model_path: str | Path) -> str:
 
 
 def cache_special_token_ids(tokenizer) -> None:
-    """Make ``tokenizer.all_special_ids`` a stored list instead of a property that converts every special token
-    again at each call. LMDeploy's incremental detokenizer asks for it once per new token of every request (to drop
-    special tokens from the text), so a batch of 32 spent about a quarter of LMDeploy's engine thread in it. The
-    special tokens do not change after loading; the text is the same."""
-    ids = list(tokenizer.all_special_ids)
-    base = type(tokenizer)
-    tokenizer.__class__ = type(base.__name__, (base,), {"all_special_ids": property(lambda self: ids)})
+    """Make the Hugging Face tokenizer inside LMDeploy's ``tokenizer`` (a pipeline's ``.tokenizer``) answer
+    ``all_special_ids`` from a stored list instead of a property that converts every special token again at each
+    call. LMDeploy's incremental detokenizer asks for it once per new token of every request (to drop special tokens
+    from the text), so a batch of 32 spent about a quarter of LMDeploy's engine thread in it. The special tokens do
+    not change after loading; the text is the same."""
+    hf_tokenizer = tokenizer.model.model  # LMDeploy's Tokenizer -> its Hugging Face wrapper -> the tokenizer
+    ids = list(hf_tokenizer.all_special_ids)
+    base = type(hf_tokenizer)
+    hf_tokenizer.__class__ = type(base.__name__, (base,), {"all_special_ids": property(lambda self: ids)})
 
 
 def backend_config(engine: str = "lmdeploy", *, dtype: str = "auto", session_len: int | None = None,
@@ -131,7 +133,7 @@ class LMDeployEngine:
                                              max_batch_size=max_batch_size, tp=tp)
         self.pipe = pipeline(str(self.model_path), backend_config=self.backend_config, log_level="ERROR",
                              vision_config=VisionConfig(max_batch_size=vision_batch_size or 1))
-        cache_special_token_ids(self.pipe.tokenizer.model.model)  # LMDeploy's Tokenizer -> its HF wrapper -> HF's
+        cache_special_token_ids(self.pipe.tokenizer)
 
     def __repr__(self) -> str:
         return f"LMDeployEngine({self.model_path.name}, {self.backend}{', closed' if self.pipe is None else ''})"
