@@ -396,11 +396,11 @@ def tensor_parallel_rows(folder, tps, repeats):
         engine.close()
         answers[tp] = [answer.text for answer in runs[-1][1]]
         reference = answers.get(tps[0])
+        same = sum(a == b for a, b in zip(reference, answers[tp])) if reference else None
         entry = dict(row="tp", tp=tp, request_set="one_tile", batch_size=REQUESTS,
                      requests_per_s=round(REQUESTS / statistics.median(t for t, _ in runs), 3),
                      all_seconds=[round(t, 4) for t, _ in runs],
-                     output_tokens=sum(answer.output_tokens for answer in runs[-1][1]),
-                     same_answers_as_first_tp=sum(a == b for a, b in zip(reference, answers[tp])) if reference else None)
+                     output_tokens=sum(answer.output_tokens for answer in runs[-1][1]), same_answers_as_first_tp=same)
         print(json.dumps(entry), flush=True)
         results.append(entry)
     return results
@@ -420,31 +420,29 @@ def first_token_times(pipe, prompts, gen):
 
 
 # Named sets of (PytorchEngineConfig, VisionConfig) knobs, and optionally extras: GenerationConfig fields, or the
-# course's cached special-token ids (lmdeploy_engine.cache_special_token_ids). The PyTorch engine encodes images inside its own
-# prefill, so VisionConfig.max_batch_size (TurboMind's vision batch) should change nothing here: the "+ vision batch
-# 32" set checks that. Requests reach the engine one by one (LMDeploy preprocesses images in one thread) and a
-# running batch admits new requests only every `prefill_interval` decode steps, in chunks of at most
+# course's cached special-token ids (lmdeploy_engine.cache_special_token_ids). The PyTorch engine encodes images
+# inside its own prefill, so VisionConfig.max_batch_size (TurboMind's vision batch) should change nothing here: the
+# "+ vision batch 32" set checks that. Requests reach the engine one by one (LMDeploy preprocesses images in one
+# thread) and a running batch admits new requests only every `prefill_interval` decode steps, in chunks of at most
 # `max_prefill_token_num` tokens: the other sets measure those two scheduler knobs.
+HALF_CACHE = dict(session_len=8192, cache_max_entry_count=0.5)
+LESSON_02_ENGINE = dict(session_len=8192, cache_max_entry_count=0.2, max_batch_size=32)  # lesson 02's knobs cell
+LESSON_02_VISION = dict(max_batch_size=8)
 LMDEPLOY_KNOBS = [
     ("defaults", {}, {}),
-    ("session 8k, cache 0.5", dict(session_len=8192, cache_max_entry_count=0.5), {}),
-    ("session 8k, cache 0.5, + vision batch 32", dict(session_len=8192, cache_max_entry_count=0.5),
-     dict(max_batch_size=32)),
-    ("session 8k, cache 0.5, max_batch_size 32", dict(session_len=8192, cache_max_entry_count=0.5, max_batch_size=32),
-     {}),
-    ("session 8k, cache 0.5, prefill 16k tokens", dict(session_len=8192, cache_max_entry_count=0.5,
-                                                       max_prefill_token_num=16384), {}),
-    ("session 8k, cache 0.5, prefill every 4 steps", dict(session_len=8192, cache_max_entry_count=0.5,
-                                                          prefill_interval=4), {}),
+    ("session 8k, cache 0.5", HALF_CACHE, {}),
+    ("session 8k, cache 0.5, + vision batch 32", HALF_CACHE, dict(max_batch_size=32)),
+    ("session 8k, cache 0.5, max_batch_size 32", {**HALF_CACHE, "max_batch_size": 32}, {}),
+    ("session 8k, cache 0.5, prefill 16k tokens", {**HALF_CACHE, "max_prefill_token_num": 16384}, {}),
+    ("session 8k, cache 0.5, prefill every 4 steps", {**HALF_CACHE, "prefill_interval": 4}, {}),
     ("session 8k, cache 0.5, prefill every 4 steps, 16k tokens",
-     dict(session_len=8192, cache_max_entry_count=0.5, prefill_interval=4, max_prefill_token_num=16384), {}),
+     {**HALF_CACHE, "prefill_interval": 4, "max_prefill_token_num": 16384}, {}),
     ("session 8k, cache 0.5, prefill every step, 16k tokens",
-     dict(session_len=8192, cache_max_entry_count=0.5, prefill_interval=1, max_prefill_token_num=16384), {}),
-    ("lesson 02's knobs", dict(session_len=8192, cache_max_entry_count=0.2, max_batch_size=32), dict(max_batch_size=8)),
+     {**HALF_CACHE, "prefill_interval": 1, "max_prefill_token_num": 16384}, {}),
+    ("lesson 02's knobs", LESSON_02_ENGINE, LESSON_02_VISION),
     ("defaults, special tokens kept in the text", {}, {}, {"generation": dict(skip_special_tokens=False)}),
     ("defaults, special-token ids cached", {}, {}, {"cached_special_ids": True}),
-    ("lesson 02's knobs, special-token ids cached", dict(session_len=8192, cache_max_entry_count=0.2, max_batch_size=32),
-     dict(max_batch_size=8), {"cached_special_ids": True}),
+    ("lesson 02's knobs, special-token ids cached", LESSON_02_ENGINE, LESSON_02_VISION, {"cached_special_ids": True}),
 ]
 
 

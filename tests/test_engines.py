@@ -165,18 +165,18 @@ def test_recorded_gpu_figures_are_the_benchmarks_one_tile_rows_latest_run_first(
     def row(kind, per_s, run=1, **extra):
         return {"row": kind, "requests_per_s": per_s, "request_set": "one_tile", "batch_size": 32, "run": run, **extra}
 
-    results = {"setup": {"device": "NVIDIA H100 80GB HBM3", "official_code_recorded": {"chat": 0.59, "batch_chat": 17.3}},
-               "results": [
-                   row("chat", 3.4, code="after", attention="sdpa", batch_size=1),
-                   row("batch_chat", 42.1, code="after", attention="sdpa", batch_size=16),  # not the 32 of the chart
-                   row("batch_chat", 65.7, code="after", attention="sdpa"),
-                   row("batch_chat", 12.6, code="before", attention="sdpa"),  # the code before the fix: README only
-                   {**row("batch_chat", 12.8, code="after", attention="sdpa"), "request_set": "photo_13_tiles"},
-                   row("lmdeploy", 29.7, knobs="defaults", run=3),
-                   row("lmdeploy", 25.1, knobs="defaults", run=2),  # listed after, but an earlier run
-                   row("lmdeploy", 43.4, knobs="prefill every 4 steps", run=3),  # a sweep's set: README only
-                   row("engine", 56.3, code="transformers engine", run=2),
-                   {"row": "lmdeploy", "knobs": "lesson 02's knobs", "error": "CUDA out of memory"}]}
+    setup = {"device": "NVIDIA H100 80GB HBM3", "official_code_recorded": {"chat": 0.59, "batch_chat": 17.3}}
+    results = {"setup": setup, "results": [
+        row("chat", 3.4, code="after", attention="sdpa", batch_size=1),
+        row("batch_chat", 42.1, code="after", attention="sdpa", batch_size=16),  # not the 32 of the chart
+        row("batch_chat", 65.7, code="after", attention="sdpa"),
+        row("batch_chat", 12.6, code="before", attention="sdpa"),  # the code before the fix: README only
+        {**row("batch_chat", 12.8, code="after", attention="sdpa"), "request_set": "photo_13_tiles"},
+        row("lmdeploy", 29.7, knobs="defaults", run=3),
+        row("lmdeploy", 25.1, knobs="defaults", run=2),  # listed after, but an earlier run
+        row("lmdeploy", 43.4, knobs="prefill every 4 steps", run=3),  # a sweep's set: README only
+        row("engine", 56.3, code="transformers engine", run=2),
+        {"row": "lmdeploy", "knobs": "lesson 02's knobs", "error": "CUDA out of memory"}]}
     (tmp_path / "results.json").write_text(json.dumps(results))
     rows, note = read_recorded_throughput(tmp_path / "results.json")
     assert {row["label"]: row["requests_per_s"] for row in rows} == {

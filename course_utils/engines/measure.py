@@ -12,8 +12,10 @@ from .interface import GenerationSettings
 
 GPU_RESULTS_FILE = Path("benchmarks") / "results" / "generation_throughput.json"
 # LMDeploy's pipeline as it comes, and as load_engine builds it (the benchmark's names for those knobs).
-RECORDED_LMDEPLOY_KNOBS = {"defaults": "LMDeploy pipeline, its defaults",
-                           "lesson 02's knobs, special-token ids cached": "LMDeploy set up as load_engine does, lesson 02's knobs"}
+RECORDED_LMDEPLOY_KNOBS = {
+    "defaults": "LMDeploy pipeline, its defaults",
+    "lesson 02's knobs, special-token ids cached": "LMDeploy set up as load_engine does, lesson 02's knobs",
+}
 
 
 def dish_requests(data_root=None, count: int = 8, style: str = "mcq") -> list[tuple[Path, str]]:
@@ -49,8 +51,8 @@ def read_recorded_throughput(path: str | Path | None = None) -> tuple[list[dict]
     """The committed GPU benchmark's one-tile figures (``benchmarks/generation_throughput.py``: 32 dish-photo
     requests, 64 new tokens, InternVL2-2B shapes) as rows ``{label, requests_per_s}``: the official code's recorded
     ``chat`` and ``batch_chat``, the course code's, the transformers engine, and LMDeploy as it comes and as
-    ``load_engine`` builds it with this lesson's knobs, each from its latest run; and a line saying where they come from (or that the file does not
-    exist yet: then no rows)."""
+    ``load_engine`` builds it with this lesson's knobs, each from its latest run; and a line saying where they come
+    from (or that the file does not exist yet: then no rows)."""
     path = Path(path) if path else project_root() / GPU_RESULTS_FILE
     if not path.is_file():
         return [], f"no recorded GPU figures: {path} does not exist (benchmarks/README.md says how to make it)"
