@@ -17,10 +17,9 @@ products; gradient checkpointing's recomputation is not counted as useful work.
 
     python benchmarks/lora_training.py --out benchmarks/results/lora_training.json
 
-On a machine with several GPUs, the same variants train on 1 and 2 GPUs (same iterations, one batch of 4 per GPU),
-and a ZeRO-2 run on 2 GPUs stopped at step 4 resumes on one:
+On a machine with several GPUs, the same variants train on 1 and 2 GPUs (same iterations, one batch of 4 per GPU):
 
-    python benchmarks/lora_training.py --variants zero2 --gpus 1,2 --resume-on-one-after 4 --out multi_gpu.json
+    python benchmarks/lora_training.py --variants zero2 --gpus 1,2 --out multi_gpu.json
 """
 
 from __future__ import annotations
@@ -102,20 +101,13 @@ def model_flops_per_sample(model_dir: Path, lora_rank: int, tiles: int, text_tok
             + 6 * lora_params * llm_tokens)  # LoRA adapters: forward, activation and weight gradients
 
 
-def training_job(work_dir: Path, model_dir: Path, train_json: Path, deepspeed: str | None, gpus: int,
-                 save_steps: int = 10_000):
-    from course_utils.training import LESSON_CONFIG, TrainingJob, config_path
-
-    return TrainingJob(config=config_path(LESSON_CONFIG), model_path=str(model_dir), train_json=train_json,
-                       image_folder=train_json.parent, work_dir=work_dir, max_epochs=1, save_steps=save_steps,
-                       log_interval=1, deepspeed=deepspeed, nproc_per_node=gpus)
-
-
 def run_variant(name: str, deepspeed: str | None, model_dir: Path, train_json: Path, work_root: Path,
                 gpus: int = 1) -> dict:
-    from course_utils.training import train, training_curve
+    from course_utils.training import LESSON_CONFIG, TrainingJob, config_path, train, training_curve
 
-    job = training_job(work_root / f"{name}-{gpus}gpu", model_dir, train_json, deepspeed, gpus)
+    job = TrainingJob(config=config_path(LESSON_CONFIG), model_path=str(model_dir), train_json=train_json,
+                      image_folder=train_json.parent, work_dir=work_root / f"{name}-{gpus}gpu", max_epochs=1,
+                      save_steps=10_000, log_interval=1, deepspeed=deepspeed, nproc_per_node=gpus)
     try:
         result = train(job, fresh=True, progress=False)
     except Exception as error:  # a variant that cannot train is reported, not fatal for the others
@@ -128,27 +120,6 @@ def run_variant(name: str, deepspeed: str | None, model_dir: Path, train_json: P
             "first_loss": curve[0]["loss"], "final_loss": curve[-1]["loss"], "wall_seconds": result.seconds}
 
 
-def resume_on_fewer_gpus(model_dir: Path, train_json: Path, work_root: Path, gpus: int, stop_at: int) -> dict:
-    """Train with ZeRO-2 on ``gpus`` GPUs, stop once the checkpoint of step ``stop_at`` is saved (as a power cut
-    would), then resume that work dir on one GPU and train to the end of the epoch (the launcher refuses a ZeRO
-    checkpoint of another GPU count: that refusal is then the result)."""
-    from course_utils.training import train
-
-    work_dir = work_root / f"zero2-{gpus}gpu-then-1"
-    row = {"variant": f"zero2, {gpus} GPUs then 1"}
-    try:
-        first = train(training_job(work_dir, model_dir, train_json, "deepspeed_zero2", gpus, save_steps=stop_at),
-                      fresh=True, progress=False, stop_after_step=stop_at)
-        row.update(stopped_at_step=first.steps, first_loss=first.first_loss)
-        resumed = train(training_job(work_dir, model_dir, train_json, "deepspeed_zero2", 1, save_steps=stop_at),
-                        resume=True, progress=False)
-    except Exception as error:  # e.g. a ZeRO-2 checkpoint that cannot be read by another number of GPUs
-        return {**row, "error": str(error)[-3000:]}
-    return {**row, "resumed_from_step": resumed.resumed_from_step, "first_resumed_step": resumed.first_resumed_step,
-            "steps": resumed.steps, "final_loss": resumed.final_loss,
-            "loss_fell": resumed.final_loss < first.first_loss}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/lora_training.json"))
@@ -156,8 +127,6 @@ def main() -> None:
     parser.add_argument("--variants", default="plain,zero2")
     parser.add_argument("--gpus", default="1", help="GPU counts to train each variant on, e.g. 1,2 (torchrun for "
                                                    "more than one, as NPROC_PER_NODE does)")
-    parser.add_argument("--resume-on-one-after", type=int, default=None, metavar="STEP",
-                        help="also train ZeRO-2 on the most GPUs of --gpus, stop at STEP's checkpoint, resume on 1")
     args = parser.parse_args()
     gpu_counts = [int(n) for n in args.gpus.split(",")]
 
@@ -178,8 +147,8 @@ def main() -> None:
         model_dir = build_model_dir(scratch / "internvl2-2b-random", preset="internvl2-2b")
         batch_size = 4
         # every GPU count runs the same number of iterations: each GPU takes its own batch of 4
-        datasets = {gpus: write_photos_dataset(scratch / f"photos-{gpus}gpu", samples=batch_size * args.iterations * gpus)
-                    for gpus in gpu_counts}
+        datasets = {gpus: write_photos_dataset(scratch / f"photos-{gpus}gpu",
+                                               samples=batch_size * args.iterations * gpus) for gpus in gpu_counts}
         train_json = datasets[gpu_counts[0]]
         probe = TrainingJob(config=config_path(LESSON_CONFIG), model_path=str(model_dir), train_json=train_json,
                             image_folder=train_json.parent, work_dir=scratch / "probe")
@@ -199,11 +168,6 @@ def main() -> None:
                            mfu=round(samples_per_s * flops / (peak_tflops * 1e12 * gpus), 4),
                            meets_memory_goal=row["peak_memory_gb"] <= GOALS["peak_memory_gb_at_most"],
                            meets_speed_goal=samples_per_s >= GOALS["samples_per_s_at_least"])
-            results.append(row)
-            print(json.dumps(row))
-        if args.resume_on_one_after:
-            row = resume_on_fewer_gpus(model_dir, datasets[max(gpu_counts)], scratch / "runs", max(gpu_counts),
-                                       args.resume_on_one_after)
             results.append(row)
             print(json.dumps(row))
     report = {
