@@ -39,6 +39,11 @@ BROWSER_ATTEMPTS = 3
 WIDGET_MISSED = ".jp-OutputArea-output:has-text('Error displaying widget')"
 
 
+def failed_screenshot(screenshot: Path, session) -> Path:
+    """Where failed browser session ``session`` (1, 2, ... or a glob's ``*``) leaves what its page showed."""
+    return screenshot.with_name(f"{screenshot.stem}-failed-{session}.png")
+
+
 # ---- the driver (runs in the browser-tools venv) ------------------------------------------------------------------
 
 
@@ -46,16 +51,16 @@ def drive(url: str, notebook: str, screenshot: str) -> dict:
     """Open ``notebook`` in JupyterLab at ``url``, run it, pick a gallery dish, Ask, and report what the panes did."""
     from playwright.sync_api import sync_playwright
 
-    failed_screenshot = next(path for n in range(1, 100)  # each failed session keeps its own, to compare
-                             if not (path := Path(screenshot.replace(".png", f"-failed-{n}.png"))).exists())
-    failed_screenshot.parent.mkdir(parents=True, exist_ok=True)
+    failed = next(path for n in range(1, 100)  # each failed session keeps its own, to compare
+                  if not (path := failed_screenshot(Path(screenshot), n)).exists())
+    failed.parent.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=shutil.which("chromium"), args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1500, "height": 2200})
         try:
             return run_the_lesson(page, url, notebook, screenshot)
         except Exception:
-            page.screenshot(path=str(failed_screenshot))  # what the page showed when it failed
+            page.screenshot(path=str(failed))  # what the page showed when it failed
             raise
         finally:
             browser.close()
@@ -221,7 +226,7 @@ if pytest is not None:
         port, token = free_port(), secrets.token_hex(16)
         log_path = work / "jupyterlab.log"
         server = start_jupyterlab(work / "notebooks", env, log_path, port, token)
-        for stale in SCREENSHOT.parent.glob(SCREENSHOT.stem + "-failed-*.png"):  # from an earlier test run
+        for stale in SCREENSHOT.parent.glob(failed_screenshot(SCREENSHOT, "*").name):  # from an earlier test run
             stale.unlink()
         failures = []
         try:
@@ -242,8 +247,8 @@ if pytest is not None:
         assert driver.returncode == 0, ("\n---\n".join(failures) +
                                         f"\nJupyterLab log:\n{log_path.read_text()[-2000:]}")
         if failures:  # passed on a retry: say what the first session met, so a slow or flaky run can be traced
-            warnings.warn(f"the first browser session failed, the retry passed (its page: "
-                          f"{SCREENSHOT.stem}-failed-1.png in {SCREENSHOT.parent}):\n{failures[0][-1500:]}")
+            warnings.warn(f"the first browser session failed, a retry passed (its page: "
+                          f"{failed_screenshot(SCREENSHOT, 1)}):\n{failures[0][-1500:]}")
         report = json.loads(driver.stdout.splitlines()[-1])
         for side in SIDES:
             lengths = report["updates"][side]
