@@ -97,8 +97,10 @@ default_hooks = dict(
                     save_optimizer=True, save_last=True),  # the optimizer's state makes a resumed run continue
     sampler_seed=dict(type="DistSamplerSeedHook"),
 )
+# a run resumed on another number of GPUs goes on at the same place in its data and schedule
+custom_hooks = [dict(type="course_utils.training.xtuner_patches.ResumeAtSamePlace")]
 env_cfg = dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method="fork", opencv_num_threads=0),
-               dist_cfg=dict(backend="gloo"))
+               dist_cfg=dict(backend="{{$COURSE_DIST_BACKEND:gloo}}"))  # the launcher: nccl on GPUs, gloo on a CPU
 # mmengine writes every logged scalar to <work_dir>/<timestamp>/vis_data/scalars.json: the launcher's live curve;
 # TensorBoard's event files too when tensorboard is installed (`tensorboard --logdir runs/finetune`)
 visualizer = dict(type="course_utils.training.xtuner_patches.scalar_visualizer")

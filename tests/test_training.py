@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -195,21 +196,30 @@ def test_work_dir_with_checkpoints_needs_resume_or_fresh(tmp_path):
     assert (foreign / "notes.txt").read_text() == "keep"
 
 
-def test_a_zero_checkpoint_resumes_only_on_as_many_gpus_as_saved_it(prepared):
+def test_a_broken_zero_checkpoint_of_other_gpus_fails_before_launching_and_keeps_it(prepared):
     job = job_for(prepared, run_name="zero-checkpoint-of-two-gpus", deepspeed="deepspeed_zero2", nproc_per_node=1)
     prepare_work_dir(job.work_dir, resume=False, fresh=False)
     checkpoint = job.work_dir / "iter_4.pth"
     checkpoint.mkdir()
     (checkpoint / "mp_rank_00_model_states.pt").write_bytes(b"")
-    for rank in (0, 1):  # what DeepSpeed ZeRO writes from 2 GPUs
+    for rank in (0, 1):  # the files DeepSpeed ZeRO writes from 2 GPUs, here empty: unreadable
         (checkpoint / f"bf16_zero_pp_rank_{rank}_mp_rank_00_optim_states.pt").write_bytes(b"")
     (job.work_dir / "last_checkpoint").write_text(str(checkpoint))
-    launched = []
+    launched, real_popen = [], subprocess.Popen
+
+    def popen(command, *args, **kwargs):  # the conversion runs; a training launch is recorded instead
+        if "xtuner.tools.train" in command:
+            return launched.append(command)
+        return real_popen(command, *args, **kwargs)
+
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("subprocess.Popen", lambda *args, **kwargs: launched.append(args))
-        with pytest.raises(TrainingRefused, match="saved by DeepSpeed ZeRO on 2 GPUs.*nproc_per_node=2"):
+        patch.setattr("subprocess.Popen", popen)
+        with pytest.raises(TrainingFailed, match="saved on 2 GPUs and this launch has 1; converting it to DeepSpeed"):
             train(job, resume=True, progress=False)
-    assert launched == [] and checkpoint.is_dir()  # refused before launching, nothing removed
+        with pytest.raises(TrainingRefused, match="saved by DeepSpeed ZeRO: resume it with the DeepSpeed config"):
+            train(job_for(prepared, run_name="zero-checkpoint-of-two-gpus"), resume=True, progress=False)
+    assert launched == [] and checkpoint.is_dir() and len(list(checkpoint.iterdir())) == 3  # nothing removed
+    assert not (job.work_dir / "universal").exists()  # the failed conversion leaves nothing behind
     assert zero_partitions(checkpoint) == 2 and zero_partitions(job.work_dir / "iter_8.pth") == 0
 
 

@@ -53,32 +53,45 @@ def planned_steps(job) -> int:
     return job.iters_per_epoch(config.train_dataloader.batch_size) * int(config.train_cfg.max_epochs)
 
 
+def build_schedulers(scheduler_configs, optimizer, epoch_length: int) -> list:
+    """A config's ``param_scheduler`` entries built on ``optimizer`` as mmengine builds them for a run whose epochs
+    are ``epoch_length`` steps (epoch-based entries converted to steps)."""
+    from mmengine.registry import PARAM_SCHEDULERS
+
+    schedulers = []
+    for scheduler in scheduler_configs:
+        scheduler = dict(scheduler)
+        if scheduler.pop("convert_to_iter_based", False):
+            cls = PARAM_SCHEDULERS.get(scheduler.pop("type"))
+            schedulers.append(cls.build_iter_from_epoch(optimizer, epoch_length=epoch_length, **scheduler))
+        else:
+            schedulers.append(PARAM_SCHEDULERS.build(scheduler, default_args=dict(optimizer=optimizer)))
+    return schedulers
+
+
+def one_parameter_optimizer(optim_wrapper_config):
+    """The config's optimizer over one parameter: enough to follow its learning-rate schedule without a model."""
+    import torch
+    from mmengine.optim import build_optim_wrapper
+
+    optimizer_cfg = dict(optim_wrapper_config)
+    optimizer_cfg["type"] = "OptimWrapper"  # DeepSpeed's wrapper needs a DeepSpeed engine; the lr is the same
+    return build_optim_wrapper(torch.nn.Linear(1, 1), optimizer_cfg).optimizer
+
+
 def scheduled_lrs(job) -> list[float]:
     """The learning rate of every step (1-based position i-1) under the job's schedulers, without training.
 
     Built with mmengine's own scheduler classes on a one-parameter optimizer, so a resumed run can be checked
     against the schedule an uninterrupted run follows.
     """
-    import torch
-    from mmengine.optim import build_optim_wrapper
-    from mmengine.registry import PARAM_SCHEDULERS
-
     config = load_config(job)
     epoch_length = job.iters_per_epoch(config.train_dataloader.batch_size)
-    optimizer_cfg = dict(config.optim_wrapper)
-    optimizer_cfg["type"] = "OptimWrapper"  # DeepSpeed's wrapper needs a DeepSpeed engine; the lr is the same
-    wrapper = build_optim_wrapper(torch.nn.Linear(1, 1), optimizer_cfg)
-    schedulers = []
-    for scheduler in config.param_scheduler:
-        scheduler = dict(scheduler)
-        if scheduler.pop("convert_to_iter_based", False):
-            cls = PARAM_SCHEDULERS.get(scheduler.pop("type"))
-            schedulers.append(cls.build_iter_from_epoch(wrapper.optimizer, epoch_length=epoch_length, **scheduler))
-        else:
-            schedulers.append(PARAM_SCHEDULERS.build(scheduler, default_args=dict(optimizer=wrapper.optimizer)))
+    optimizer = one_parameter_optimizer(config.optim_wrapper)
+    schedulers = build_schedulers(config.param_scheduler, optimizer, epoch_length)
     lrs = []
     for _ in range(epoch_length * int(config.train_cfg.max_epochs)):
-        lrs.append(wrapper.optimizer.param_groups[0]["lr"])
+        lrs.append(optimizer.param_groups[0]["lr"])
         for scheduler in schedulers:
             scheduler.step()
     return lrs

@@ -15,10 +15,14 @@ packages as the notebook. While it trains:
 A work dir holding another run's checkpoints is refused unless the call says ``resume=True`` or ``fresh=True``.
 On a GPU the lesson trains as the original one did, with ``--deepspeed deepspeed_zero2``; several GPUs run
 through ``torchrun`` (``nproc_per_node``), exactly the command ``xtuner train`` builds from ``NPROC_PER_NODE``.
+A DeepSpeed ZeRO checkpoint resumes on another number of GPUs through DeepSpeed's universal checkpoint
+(:func:`universal_checkpoint`), and the run goes on at the same place in its data and learning-rate schedule
+(``xtuner_patches.ResumeAtSamePlace``). Several processes also run on a CPU (gloo), which is how the tests check it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -42,6 +46,8 @@ LOG_FILE = "xtuner-train.log"
 LAST_CHECKPOINT_FILE = "last_checkpoint"  # mmengine writes the newest checkpoint's path here once it is saved
 CHECKPOINT_PATTERN = re.compile(r"^iter_(\d+)\.pth$")
 ERROR_LINES = 25
+DEEPSPEED_CONFIG_FILE = "deepspeed.json"  # the DeepSpeed config the launcher wrote for a launch, when it wrote one
+UNIVERSAL_FOLDER = "universal"  # a ZeRO checkpoint converted for another number of GPUs, while it is resumed
 
 
 class TrainingFailed(CourseError):
@@ -78,24 +84,31 @@ class TrainingJob:
         env["COURSE_MODEL_PATH"] = str(self.model_path)
         env["COURSE_TRAIN_JSON"] = str(Path(self.train_json).resolve())
         env["COURSE_IMAGE_FOLDER"] = str(Path(self.image_folder).resolve())
+        env["COURSE_DIST_BACKEND"] = "nccl" if cuda_available() else "gloo"  # how the processes talk
         for name, value in (("COURSE_MAX_EPOCHS", self.max_epochs), ("COURSE_SAVE_STEPS", self.save_steps),
                             ("COURSE_LOG_INTERVAL", self.log_interval)):
             if value is not None:
                 env[name] = str(int(value))
-        if self.deepspeed and self.nproc_per_node == 1 and "MASTER_PORT" not in env:
-            # DeepSpeed sets up a one-process group on port 29500 unless told otherwise: a second run on the machine
-            # (say, a learner's two notebooks) would fail with "address already in use"
-            env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(choose_port("127.0.0.1", None)))
+        if self.deepspeed and self.nproc_per_node == 1:
+            # DeepSpeed sets up a one-process group itself. Without RANK, LOCAL_RANK and WORLD_SIZE it looks for an
+            # MPI launcher instead ("No module named 'mpi4py'" where mpi4py is not installed), so they are given as a
+            # one-process torchrun gives them; and its default port 29500 may be another run's (say, a learner's
+            # second notebook: "address already in use"), so a free one is chosen
+            env.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1")
+            if "MASTER_PORT" not in env:
+                env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(choose_port("127.0.0.1", None)))
         env.update({key: str(value) for key, value in self.extra_env.items()})
         return env
 
-    def command(self, resume_from: Path | None = None) -> list[str]:
-        """The training command: ``python -m xtuner.tools.train CONFIG --work-dir ...`` (torchrun for several GPUs)."""
+    def command(self, resume_from: Path | None = None, deepspeed: str | None = None) -> list[str]:
+        """The training command: ``python -m xtuner.tools.train CONFIG --work-dir ...`` (torchrun for several GPUs).
+
+        ``deepspeed`` replaces the job's DeepSpeed config for this launch (:func:`deepspeed_config`)."""
         if self.nproc_per_node < 1:
             raise ValueError(f"nproc_per_node must be at least 1, got {self.nproc_per_node}")
         args = [str(Path(self.config).resolve()), "--work-dir", str(Path(self.work_dir).resolve())]
-        if self.deepspeed:
-            args += ["--deepspeed", self.deepspeed]
+        if deepspeed or self.deepspeed:
+            args += ["--deepspeed", str(deepspeed or self.deepspeed)]
         if resume_from is not None:
             args += ["--resume", str(resume_from)]
         if self.nproc_per_node == 1:
@@ -140,16 +153,82 @@ def zero_partitions(checkpoint: str | Path) -> int:
     return len(list(Path(checkpoint).glob("*zero_pp_rank_*_optim_states.pt"))) if Path(checkpoint).is_dir() else 0
 
 
-def refuse_other_gpu_count(checkpoint: Path, nproc_per_node: int) -> None:
-    """ZeRO splits the optimizer state between the GPUs that trained, and DeepSpeed 0.16 loads it only on as many
-    GPUs (``ZeRORuntimeException`` deep in XTuner's log otherwise): say so before launching."""
-    saved = zero_partitions(checkpoint)
-    if saved and saved != nproc_per_node:
-        raise TrainingRefused(
-            f"{checkpoint.name} was saved by DeepSpeed ZeRO on {saved} GPUs and this launch has {nproc_per_node}: "
-            f"ZeRO keeps a share of the optimizer state on each GPU and DeepSpeed cannot share it out again. Resume "
-            f"with nproc_per_node={saved} (NPROC_PER_NODE={saved}), or start again with fresh=True"
-        )
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def deepspeed_config(job: TrainingJob, load_universal: bool = False) -> Path | None:
+    """The DeepSpeed config file this launch needs, written into the work dir; None where the job's own does.
+
+    Two cases need one: a machine without CUDA, where XTuner's ``"auto"`` precision asks
+    ``torch.cpu.is_bf16_supported`` (missing in torch 2.8) and fails, so ``"auto"`` becomes off (float32, as the
+    CPU recipe trains); and a resume from a universal checkpoint, which DeepSpeed loads only when its config says
+    ``"checkpoint": {"load_universal": true}``.
+    """
+    if not job.deepspeed or (cuda_available() and not load_universal):
+        return None
+    from xtuner.configs import cfgs_name_path  # XTuner's names, e.g. deepspeed_zero2, as `xtuner train` reads them
+
+    source = Path(job.deepspeed) if Path(job.deepspeed).is_file() else Path(cfgs_name_path.get(job.deepspeed, ""))
+    if not source.is_file():
+        raise FileNotFoundError(f"no DeepSpeed config {job.deepspeed!r}: give a JSON file or one of XTuner's names "
+                                "(deepspeed_zero1, deepspeed_zero2, deepspeed_zero3, ...)")
+    config = json.loads(source.read_text(encoding="utf-8"))
+    if not cuda_available():
+        for precision in ("fp16", "bf16"):
+            if config.get(precision, {}).get("enabled") == "auto":
+                config[precision]["enabled"] = False
+    if load_universal:
+        config.setdefault("checkpoint", {})["load_universal"] = True
+    path = Path(job.work_dir) / DEEPSPEED_CONFIG_FILE
+    with staged_file(path) as staging:
+        staging.write_text(json.dumps(config, indent=1), encoding="utf-8")
+    return path
+
+
+def universal_checkpoint(checkpoint: Path, saved_on: int, resumed_on: int) -> Path:
+    """Convert a ZeRO checkpoint to DeepSpeed's universal format, which loads on any number of GPUs.
+
+    ZeRO keeps a share of the optimizer state on each GPU, and DeepSpeed 0.16 loads such a checkpoint only on as
+    many ("Automatic adjustment of ZeRO's optimizer state partitioning with a new world size is not currently
+    supported"). ``deepspeed.checkpoint.ds_to_universal`` gathers every parameter's float32 weights and Adam moments
+    into a file of their own. The result goes to ``<work dir>/universal/iter_N.pth`` (the checkpoint's own name,
+    which the resume reads its step from); the original stays as it is.
+    """
+    target = checkpoint.parent / UNIVERSAL_FOLDER / checkpoint.name
+    shutil.rmtree(target.parent, ignore_errors=True)  # the course's own conversion of an earlier attempt
+    # XTuner's checkpoints lack the version mark Megatron-DeepSpeed writes; --inject_missing_state adds it
+    command = [sys.executable, "-m", "deepspeed.checkpoint.ds_to_universal", "--input_folder", str(checkpoint),
+               "--output_folder", str(target), "--inject_missing_state", "--num_extract_workers", "2",
+               "--num_merge_workers", "2"]
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    if done.returncode != 0:
+        shutil.rmtree(target.parent, ignore_errors=True)
+        tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-ERROR_LINES:])
+        raise TrainingFailed(f"{checkpoint.name} was saved on {saved_on} GPUs and this launch has {resumed_on}; "
+                             f"converting it to DeepSpeed's universal checkpoint failed:\n{tail}")
+    return target
+
+
+@contextlib.contextmanager
+def launch_inputs(job: TrainingJob, checkpoint: Path | None):
+    """What one launch is given: the checkpoint to resume from (``checkpoint`` itself, or its universal conversion
+    when ZeRO saved it on another number of GPUs than the job has) and the DeepSpeed config file it needs (None:
+    the job's own). A universal conversion is read when the launch starts and removed when the launch ends."""
+    saved = zero_partitions(checkpoint) if checkpoint is not None else 0
+    if saved and not job.deepspeed:
+        raise TrainingRefused(f"{checkpoint.name} was saved by DeepSpeed ZeRO: resume it with the DeepSpeed config it "
+                              f"trained with (deepspeed='deepspeed_zero2', say), or start again with fresh=True")
+    if not saved or saved == job.nproc_per_node:
+        yield checkpoint, deepspeed_config(job)
+        return
+    universal = universal_checkpoint(checkpoint, saved, job.nproc_per_node)
+    try:
+        yield universal, deepspeed_config(job, load_universal=True)
+    finally:
+        shutil.rmtree(universal.parent, ignore_errors=True)
 
 
 def checkpoint_step(path: str | Path) -> int:
@@ -257,12 +336,29 @@ def _log_tail(log_path: Path, lines: int = ERROR_LINES) -> str:
 
 
 def _stop(process: subprocess.Popen) -> None:
-    """End the training process group (the trainer and its dataloader workers) and wait for it."""
+    """End every process of the training at once, as a power cut would, and wait for them.
+
+    The trainer and its dataloader workers share the launch's process group, but torchrun starts each GPU's worker
+    in a session of its own: killing torchrun's group alone left those workers training on (and saving checkpoints
+    into the work dir) after the launcher had returned. So the whole tree is listed first, then killed.
+    """
+    import psutil
+
+    try:
+        descendants = psutil.Process(process.pid).children(recursive=True)
+    except psutil.Error:  # it has already exited
+        descendants = []
     try:
         os.killpg(process.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+    for child in descendants:
+        try:
+            child.kill()
+        except psutil.Error:
+            pass
     process.wait()
+    psutil.wait_procs(descendants, timeout=30)
 
 
 def train(
@@ -285,18 +381,16 @@ def train(
 
     work_dir = Path(job.work_dir).resolve()
     resume_from = prepare_work_dir(work_dir, resume=resume, fresh=fresh)
-    if resume_from is not None:
-        refuse_other_gpu_count(resume_from, job.nproc_per_node)
     launches_before = set(scalar_logs(work_dir))
     log_path = work_dir / LOG_FILE
     start_step = checkpoint_step(resume_from) if resume_from else 0
-    bar = tqdm(total=total_steps, initial=start_step, desc="xtuner train", unit="step", disable=not progress)
     started = time.monotonic()
     peak_rss = 0.0
     seen_rows = 0
     stopped_early = False
-    with open(log_path, "a", encoding="utf-8") as log:
-        process = subprocess.Popen(job.command(resume_from), env=job.environment(), cwd=work_dir, stdout=log,
+    with launch_inputs(job, resume_from) as (load_from, deepspeed), open(log_path, "a", encoding="utf-8") as log:
+        bar = tqdm(total=total_steps, initial=start_step, desc="xtuner train", unit="step", disable=not progress)
+        process = subprocess.Popen(job.command(load_from, deepspeed), env=job.environment(), cwd=work_dir, stdout=log,
                                    stderr=subprocess.STDOUT, start_new_session=True)
         try:
             while True:

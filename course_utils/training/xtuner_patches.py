@@ -1,4 +1,5 @@
-"""What XTuner 0.2.0 needs to train on a CPU and on a GPU without DeepSpeed: every change in one module.
+"""What XTuner 0.2.0 needs to train on a CPU, on a GPU without DeepSpeed and on another number of GPUs when
+resuming: every change in one module.
 
 The course's XTuner configs load this module through mmengine's ``custom_imports``, so it is imported by
 ``xtuner train`` itself (in the training process, before the config is used) and nothing is ever copied into
@@ -23,7 +24,12 @@ site-packages. Each adaptation answers a failure measured with the stock InternV
 * :class:`CourseInternVLDataset` is XTuner's ``InternVL_V1_5_Dataset`` with the image tiling and the system
   message as arguments: XTuner takes the tiling from the model's config and uses InternLM2's system message,
   while the model answers (``chat``/``batch_chat``, LMDeploy) with InternVL's own: train with the prompt you serve;
-* :func:`scalar_visualizer` adds TensorBoard's backend to mmengine's scalar log when tensorboard is installed.
+* :func:`scalar_visualizer` adds TensorBoard's backend to mmengine's scalar log when tensorboard is installed;
+* several processes on a CPU (``torchrun``, gloo) failed with "Found no NVIDIA driver": mmengine's ``pytorch``
+  launcher calls ``torch.cuda.set_device`` unconditionally, which is skipped where there is no CUDA;
+* a run resumed on another number of GPUs went on at the saved step on the saved schedule, although its epochs
+  now have another number of steps: :class:`ResumeAtSamePlace` moves it to the same place in its data and
+  schedule.
 
 The optimizer wrapper needs no code: the configs use mmengine's plain ``OptimWrapper`` (the stock fp16
 ``AmpOptimWrapper`` fails on a CPU and, with XTuner's bf16 model, on a GPU), and ``--deepspeed`` replaces it.
@@ -39,6 +45,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from mmengine.hooks import Hook
 from mmengine.optim.scheduler import CosineAnnealingLR, LinearLR
 from transformers.modeling_outputs import CausalLMOutputWithPast
 from xtuner.dataset import InternVL_V1_5_Dataset
@@ -222,5 +229,74 @@ def scalar_visualizer(**kwargs):
     return Visualizer.get_instance(vis_backends=backends, **kwargs)
 
 
+# --------------------------------------------------------------------------------------- several processes
+_cuda_set_device = torch.cuda.set_device
+
+
+def set_device_if_cuda(device) -> None:
+    """``torch.cuda.set_device``, skipped on a machine without CUDA (where gloo connects the processes)."""
+    if torch.cuda.is_available():
+        _cuda_set_device(device)
+
+
+def guard_set_device() -> None:
+    torch.cuda.set_device = set_device_if_cuda
+
+
+EPOCH_LENGTH_INFO = "course_epoch_length"  # kept in mmengine's message hub, which every checkpoint saves
+
+
+class ResumeAtSamePlace(Hook):
+    """A run resumed with another number of steps per epoch than it was saved with (another number of GPUs: each step
+    takes batch x GPUs samples) goes on at the same place in its data, on the schedule of its new length.
+
+    mmengine restores the saved step and the schedulers' saved state as they are. Measured on a CPU: a run of 162
+    steps an epoch on 2 processes, resumed at step 10 on 1 process (324 steps an epoch), went on at step 11 on a
+    schedule that reached 0 at step 162, and trained its last 162 steps at learning rate 0. This hook records the
+    epoch length in each checkpoint; on a resume with another one it moves the run to the same fraction of its
+    epochs (step 10 of 162 -> step 20 of 324) and puts the learning rate where an uninterrupted run of the new
+    length has it at that step (:func:`place_schedulers`).
+    """
+
+    priority = "VERY_HIGH"
+
+    def before_run(self, runner) -> None:  # after the checkpoint is loaded, before the loop skips the data trained
+        epoch_length = len(runner.train_dataloader)
+        saved_epoch_length = runner.message_hub.get_info(EPOCH_LENGTH_INFO)
+        if runner.iter and saved_epoch_length and saved_epoch_length != epoch_length:
+            step = min(round(runner.iter * epoch_length / saved_epoch_length), runner.max_iters)
+            runner.logger.info(f"resumed with {epoch_length} steps an epoch instead of {saved_epoch_length} (another "
+                               f"number of processes or batch size): step {runner.iter} becomes step {step}")
+            runner.train_loop._iter = step
+            place_schedulers(runner.param_schedulers, runner.cfg, epoch_length, step)
+        runner.message_hub.update_info(EPOCH_LENGTH_INFO, epoch_length)
+
+
+def place_schedulers(schedulers, cfg, epoch_length: int, step: int) -> None:
+    """Set the run's ``schedulers`` (and their optimizer's learning rates) to where they are after ``step`` steps of
+    an uninterrupted run with ``epoch_length`` steps an epoch: the config's schedulers are built again for that length
+    on a one-parameter optimizer, stepped ``step`` times, and their state copied."""
+    from .config import build_schedulers, one_parameter_optimizer
+
+    live = [s for group in schedulers.values() for s in group] if isinstance(schedulers, dict) else list(schedulers)
+    optimizer = one_parameter_optimizer(cfg.optim_wrapper)
+    fresh = build_schedulers(cfg.param_scheduler, optimizer, epoch_length)
+    if [type(s) for s in fresh] != [type(s) for s in live]:
+        raise RuntimeError("the resumed run's schedulers are not the config's: cannot move them to the resumed step")
+    for _ in range(step):
+        for scheduler in fresh:
+            scheduler.step()
+    ratio = optimizer.param_groups[0]["lr"] / optimizer.param_groups[0]["initial_lr"]
+    for old, new in zip(live, fresh):
+        # begin/end, the step counters and each class's own length (T_max, total_iters); each group keeps its own
+        # base learning rate
+        old.__dict__.update({k: v for k, v in new.state_dict().items() if k not in ("base_values", "_last_value")})
+    for group in live[0].optimizer.param_groups:
+        group["lr"] = group["initial_lr"] * ratio
+    for scheduler in live:
+        scheduler._last_value = [group["lr"] for group in scheduler.optimizer.param_groups]
+
+
 guard_get_rank()
+guard_set_device()
 allow_mmengine_checkpoints()
