@@ -10,7 +10,9 @@ Rows:
   (c) ``engine``      the course's transformers engine (``course_utils.engines``), all requests in one batch;
   (d) ``lmdeploy``    LMDeploy's PyTorch engine ``pipeline``, default settings and tuned knobs;
   ``tp``              on several GPUs: LMDeploy through ``load_engine`` with tensor parallelism (``--tp 1,2``), its
-                      requests/s and whether its greedy answers match those on one GPU.
+                      requests/s and whether its greedy answers match those on one GPU; ``--executors uni,mp``
+                      runs each GPU count with each of the PyTorch engine's executors (in this process, or in
+                      worker processes as several GPUs need), which one GPU can compare.
 Each row reports requests/s, output tokens/s and peak GPU memory. ``profile`` counts, with the PyTorch profiler,
 what one decoding step of ``batch_chat`` costs the host: kernel launches, ``.item()``-style reads and
 synchronisations (a 16-token run minus a 1-token run, divided by 15).
@@ -372,10 +374,11 @@ def lmdeploy_rows(folder, set_name, knobs_list, repeats):
     return results
 
 
-def tensor_parallel_rows(folder, tps, repeats):
-    """Row ``tp``: LMDeploy as lesson 02's ``load_engine`` builds it, on ``tp`` GPUs (tensor parallel), greedy answers
-    to the one-tile set; each row counts the answers identical to those of the first ``tp`` in the list. Random
-    weights make near-ties between tokens, which a different order of summation can decide the other way."""
+def tensor_parallel_rows(folder, tps, executors, repeats):
+    """Row ``tp``: LMDeploy as lesson 02's ``load_engine`` builds it, on ``tp`` GPUs (tensor parallel) with each of
+    ``executors`` (None: the course's choice, "mp" on several GPUs), greedy answers to the one-tile set; each row
+    counts the answers identical to those of the first setting. Random weights make near-ties between tokens, which
+    a different order of summation can decide the other way."""
     from course_utils.engines import GenerationSettings, load_engine
 
     if max(tps) > torch.cuda.device_count():
@@ -383,24 +386,27 @@ def tensor_parallel_rows(folder, tps, repeats):
     images, questions = requests_of("one_tile")
     requests = list(zip(images, questions))
     settings = GenerationSettings(max_new_tokens=NEW_TOKENS, temperature=0.0)
-    answers, results = {}, []
-    for tp in tps:
+    reference, results = None, []
+    for tp, executor in [(tp, executor) for tp in tps for executor in executors]:
         try:
-            engine = load_engine(folder, "lmdeploy", tp=tp, session_len=8192, cache_max_entry_count=0.3,
-                                 max_batch_size=REQUESTS)
+            engine = load_engine(folder, "lmdeploy", tp=tp, executor=executor, session_len=8192,
+                                 cache_max_entry_count=0.3, max_batch_size=REQUESTS)
         except Exception as error:  # e.g. no executor for several GPUs in this environment
-            results.append(dict(row="tp", tp=tp, request_set="one_tile", error=repr(error)[:300]))
+            results.append(dict(row="tp", tp=tp, executor=executor, request_set="one_tile", error=repr(error)[:300]))
             continue
+        started = time.perf_counter()
         engine.answer_batch(requests[:4], settings)  # warm-up
+        first_answers_s = time.perf_counter() - started
         runs = [timed(lambda: engine.answer_batch(requests, settings)) for _ in range(repeats)]
+        chosen = engine.backend_config.distributed_executor_backend or "uni"
         engine.close()
-        answers[tp] = [answer.text for answer in runs[-1][1]]
-        reference = answers.get(tps[0])
-        same = sum(a == b for a, b in zip(reference, answers[tp])) if reference else None
-        entry = dict(row="tp", tp=tp, request_set="one_tile", batch_size=REQUESTS,
+        answers = [answer.text for answer in runs[-1][1]]
+        reference = reference or answers
+        entry = dict(row="tp", tp=tp, executor=chosen, request_set="one_tile", batch_size=REQUESTS,
                      requests_per_s=round(REQUESTS / statistics.median(t for t, _ in runs), 3),
-                     all_seconds=[round(t, 4) for t, _ in runs],
-                     output_tokens=sum(answer.output_tokens for answer in runs[-1][1]), same_answers_as_first_tp=same)
+                     all_seconds=[round(t, 4) for t, _ in runs], warm_up_seconds=round(first_answers_s, 3),
+                     output_tokens=sum(answer.output_tokens for answer in runs[-1][1]),
+                     same_answers_as_first_setting=sum(a == b for a, b in zip(reference, answers)))
         print(json.dumps(entry), flush=True)
         results.append(entry)
     return results
@@ -477,7 +483,8 @@ def run(args):
             for row in lmdeploy_rows(folder, set_name, knobs, args.repeats):
                 results.append({**row, "python_switch_interval_s": round(sys.getswitchinterval(), 6)})
     if "tp" in rows:
-        results += tensor_parallel_rows(folder, [int(tp) for tp in args.tp.split(",")], args.repeats)
+        executors = [name or None for name in args.executors.split(",")]
+        results += tensor_parallel_rows(folder, [int(tp) for tp in args.tp.split(",")], executors, args.repeats)
     versions = {"torch": torch.__version__, "transformers": __import__("transformers").__version__}
     try:
         versions["lmdeploy"] = __import__("lmdeploy").__version__
@@ -536,6 +543,8 @@ def main():
     run_parser.add_argument("--agreement-dtypes", default="bfloat16,float32")
     run_parser.add_argument("--lmdeploy-knobs", default="0,1,2", help="which LMDEPLOY_KNOBS entries (indices, or all)")
     run_parser.add_argument("--tp", default="1,2", help="GPU counts for row tp (LMDeploy tensor parallel)")
+    run_parser.add_argument("--executors", default="", help="PyTorch-engine executors for row tp, e.g. uni,mp "
+                                                            "(empty: the course's choice for each GPU count)")
     run_parser.add_argument("--switch-interval", type=float, default=None,
                             help="Python's GIL switch interval in seconds for row d (5 ms by default): LMDeploy's "
                                  "request front end shares the interpreter with its engine loop")

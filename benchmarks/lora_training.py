@@ -20,6 +20,14 @@ products; gradient checkpointing's recomputation is not counted as useful work.
 On a machine with several GPUs, the same variants train on 1 and 2 GPUs (same iterations, one batch of 4 per GPU):
 
     python benchmarks/lora_training.py --variants zero2 --gpus 1,2 --out multi_gpu.json
+
+Resuming on another number of GPUs (``--universal-resume SAVED,RESUMED``, e.g. ``2,1``): ZeRO-2 trains on SAVED GPUs
+and is stopped once step 8 is saved; lesson 04's launcher resumes it on RESUMED GPUs through DeepSpeed's universal
+checkpoint. Recorded: the conversion's time, how far its float32 weights are from the ones ZeRO's shares hold
+(``zero_to_fp32``), the step the resume starts at, its learning rates against the plan, loss and speed. With one GPU,
+``1,1`` converts and loads the universal checkpoint on that GPU (bf16 ZeRO-2 state) the way ``2,1`` does:
+
+    python benchmarks/lora_training.py --universal-resume 2,1 --out universal_resume.json
 """
 
 from __future__ import annotations
@@ -120,6 +128,59 @@ def run_variant(name: str, deepspeed: str | None, model_dir: Path, train_json: P
             "first_loss": curve[0]["loss"], "final_loss": curve[-1]["loss"], "wall_seconds": result.seconds}
 
 
+def universal_resume(model_dir: Path, train_json: Path, work_root: Path, saved_gpus: int, resumed_gpus: int,
+                     stop_step: int = 8) -> dict:
+    """A ZeRO-2 run on ``saved_gpus`` stopped at ``stop_step`` and resumed on ``resumed_gpus`` (see the docstring)."""
+    import dataclasses
+    import subprocess
+
+    import torch
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+    from course_utils.training import (LESSON_CONFIG, TrainingJob, config_path, scheduled_lrs, train,
+                                       training_curve)
+    from course_utils.training.launcher import deepspeed_config, universal_checkpoint
+
+    saved_job = TrainingJob(config=config_path(LESSON_CONFIG), model_path=str(model_dir), train_json=train_json,
+                            image_folder=train_json.parent, work_dir=work_root / "universal-resume", max_epochs=1,
+                            save_steps=stop_step, log_interval=1, deepspeed="deepspeed_zero2",
+                            nproc_per_node=saved_gpus)
+    stopped = train(saved_job, fresh=True, stop_after_step=stop_step, progress=False)
+    checkpoint = saved_job.work_dir / f"iter_{stop_step}.pth"
+    started = time.perf_counter()
+    universal = universal_checkpoint(checkpoint, saved_gpus, resumed_gpus)
+    conversion_s = time.perf_counter() - started
+    gathered = get_fp32_state_dict_from_zero_checkpoint(str(saved_job.work_dir), tag=checkpoint.name)
+    difference = max((torch.load(universal / "zero" / name / "fp32.pt", weights_only=False)["param"].reshape(w.shape)
+                      - w).abs().max().item() for name, w in gathered.items())
+    resumed_job = dataclasses.replace(saved_job, nproc_per_node=resumed_gpus)
+    started = time.perf_counter()
+    if resumed_gpus != saved_gpus:  # what lesson 04 does: the launcher converts by itself
+        resumed = train(resumed_job, resume=True, progress=False)
+        first_resumed = resumed.first_resumed_step
+    else:  # one GPU: the same launch, given the conversion
+        with open(saved_job.work_dir / "xtuner-train.log", "a") as log:
+            subprocess.run(resumed_job.command(universal, deepspeed_config(resumed_job, load_universal=True)),
+                           env=resumed_job.environment(), cwd=saved_job.work_dir, stdout=log,
+                           stderr=subprocess.STDOUT, check=True)
+        first_resumed = stop_step + 1
+    resumed_s = time.perf_counter() - started
+    curve = {row["step"]: row for row in training_curve(saved_job.work_dir)}
+    planned = scheduled_lrs(resumed_job)
+    after = [step for step in sorted(curve) if step >= first_resumed]
+    return {"saved_on_gpus": saved_gpus, "resumed_on_gpus": resumed_gpus, "stopped_at_step": stop_step,
+            "steps_before_stop": stopped.steps, "universal_conversion_seconds": round(conversion_s, 1),
+            "universal_vs_zero_shares_max_abs_weight_diff": difference, "parameters_compared": len(gathered),
+            "first_resumed_step": first_resumed, "last_step": after[-1],
+            "loss_at_stop": curve[stop_step]["loss"], "loss_after_resume": curve[after[0]]["loss"],
+            "final_loss": curve[after[-1]]["loss"], "first_loss": curve[1]["loss"],
+            "resumed_lr_max_rel_diff_from_plan": max(abs(curve[s]["lr"] - planned[s - 1]) / planned[s - 1]
+                                                     for s in after if planned[s - 1] > 0),
+            "resumed_seconds_per_iteration": statistics.median(curve[s]["time"] for s in after[WARMUP_ITERS:]),
+            "resumed_peak_memory_gb": round(max(curve[s].get("memory", 0) for s in after) / 1024, 2),
+            "resumed_launch_seconds": round(resumed_s, 1)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/lora_training.json"))
@@ -127,8 +188,12 @@ def main() -> None:
     parser.add_argument("--variants", default="plain,zero2")
     parser.add_argument("--gpus", default="1", help="GPU counts to train each variant on, e.g. 1,2 (torchrun for "
                                                    "more than one, as NPROC_PER_NODE does)")
+    parser.add_argument("--universal-resume", metavar="SAVED,RESUMED",
+                        help="instead of the variants: ZeRO-2 on SAVED GPUs, resumed on RESUMED (see the docstring)")
     args = parser.parse_args()
     gpu_counts = [int(n) for n in args.gpus.split(",")]
+    if args.universal_resume:
+        gpu_counts = [int(n) for n in args.universal_resume.split(",")]
 
     import torch
 
@@ -158,6 +223,13 @@ def main() -> None:
         tiles, tokens = sample["pixel_values"].shape[0], len(sample["input_ids"])
         text_tokens = tokens - tiles * dataset.patch_token
         flops = model_flops_per_sample(model_dir, config.model.llm_lora.r, tiles, text_tokens)
+        if args.universal_resume:
+            row = universal_resume(model_dir, datasets[gpu_counts[0]], scratch / "runs", *gpu_counts)
+            print(json.dumps(row))
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps({"device": torch.cuda.get_device_name(0), "torch": torch.__version__,
+                                            "universal_resume": row}, indent=1) + "\n", encoding="utf-8")
+            return
         results = []
         for name, gpus in [(name, gpus) for name in args.variants.split(",") for gpus in gpu_counts]:
             row = run_variant(name, "deepspeed_zero2" if name == "zero2" else None, model_dir, datasets[gpus],

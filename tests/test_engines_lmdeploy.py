@@ -1,8 +1,10 @@
 """What of the LMDeploy backend and its api_server can be checked without a GPU: the chat-template check, the
-engine configs, generation settings, the messages LMDeploy receives, and the api_server command line (parsed
-by LMDeploy's own argument parser)."""
+engine configs, generation settings, the messages LMDeploy receives, the api_server command line (parsed
+by LMDeploy's own argument parser), and a remote-code config's round trip through a worker process."""
 
 import json
+import multiprocessing
+import pickle
 import shutil
 
 import pytest
@@ -10,7 +12,8 @@ from PIL import Image
 
 from course_utils.engines import GenerationSettings
 from course_utils.engines.lmdeploy_engine import (backend_config, cache_special_token_ids, check_chat_template,
-                                                  conversation_messages, generation_config, model_system_message)
+                                                  conversation_messages, generation_config, model_system_message,
+                                                  pickle_remote_code_configs_by_loading)
 from course_utils.engines.serving import lmdeploy_command
 
 
@@ -79,6 +82,14 @@ def test_backend_config_carries_the_knobs():
     assert isinstance(backend_config("turbomind", session_len=2048), TurbomindEngineConfig)
     assert backend_config("lmdeploy").tp == 1
     assert backend_config("lmdeploy", tp=2).tp == backend_config("turbomind", tp=2).tp == 2  # tensor parallel
+    # one GPU: LMDeploy's choice (in this process); several: worker processes without Ray, unless asked
+    assert backend_config("lmdeploy").distributed_executor_backend is None
+    assert backend_config("lmdeploy", tp=2).distributed_executor_backend == "mp"
+    assert backend_config("lmdeploy", tp=2, executor="ray").distributed_executor_backend == "ray"
+    with pytest.raises(ValueError, match="executor is the PyTorch engine's"):
+        backend_config("turbomind", tp=2, executor="mp")
+    with pytest.raises(ValueError, match="one of uni, mp, ray"):
+        backend_config("lmdeploy", executor="threads")
     with pytest.raises(ValueError, match="bfloat16 or float16"):
         backend_config("lmdeploy", dtype="float32")
 
@@ -125,3 +136,41 @@ def test_the_api_server_command_is_what_lmdeploy_parses(lmdeploy_parser, tiny_mo
     assert lmdeploy_parser.parse_args(two_gpus[3:]).tp == 2
     turbomind = lmdeploy_command(tiny_model_path, "127.0.0.1", 1, model_name="m", engine="turbomind")
     assert lmdeploy_parser.parse_args(turbomind[3:]).backend == "turbomind"
+
+
+def worker_round_trip(config_bytes, model_path, results):
+    """What LMDeploy's ``mp`` worker does with the model config: receive it, load the model folder's remote code
+    (``AutoConfig``, as building the model does), and send the config back (the input processor holds it)."""
+    from transformers import AutoConfig
+
+    config = pickle.loads(config_bytes)
+    loaded = AutoConfig.from_pretrained(model_path, trust_remote_code=True)
+    try:
+        results.put((type(config) is type(loaded), pickle.dumps(config)))
+    except pickle.PicklingError as error:
+        results.put((None, str(error)))
+
+
+def round_trip(config, model_path):
+    context = multiprocessing.get_context("spawn")  # as LMDeploy starts its workers
+    results = context.Queue()
+    worker = context.Process(target=worker_round_trip, args=(pickle.dumps(config), str(model_path), results))
+    worker.start()
+    answer = results.get(timeout=120)
+    worker.join(timeout=60)
+    return answer
+
+
+def test_a_remote_code_config_travels_to_a_worker_process_and_back(tiny_model_path):
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(tiny_model_path, trust_remote_code=True)
+    assert type(config).__module__.startswith("transformers_modules.")  # the model folder's own code
+    same_class, sent_back = round_trip(config, tiny_model_path)
+    assert same_class is None and "not the same object as" in sent_back  # the failure LMDeploy's engine hung on
+    pickle_remote_code_configs_by_loading(config)
+    same_class, sent_back = round_trip(config, tiny_model_path)
+    assert same_class is True  # the worker's later load kept the class it unpickled with
+    returned = pickle.loads(sent_back)
+    assert type(returned) is type(config) and returned.to_dict() == config.to_dict()
+    assert type(returned.vision_config) is type(config.vision_config)  # sub-configs too

@@ -137,9 +137,11 @@ def choose_backend(cuda: bool | None = None, lmdeploy_installed: bool | None = N
 def load_engine(model_path, backend: str = "auto", *, dtype: str = "auto", device: str | None = None,
                 max_dynamic_patch: int | None = None, session_len: int | None = None,
                 cache_max_entry_count: float | None = None, max_batch_size: int | None = None, tp: int = 1,
-                vision_batch_size: int | None = None) -> Engine:
+                vision_batch_size: int | None = None, executor: str | None = None) -> Engine:
     """Load ``model_path`` (any InternVL2 folder) with ``backend`` ("auto", "transformers", "lmdeploy" or
-    "turbomind"). The knobs are explained in :data:`KNOBS`; None keeps each backend's default."""
+    "turbomind"). The knobs are explained in :data:`KNOBS`; None keeps each backend's default. ``tp`` splits the
+    model over that many GPUs (LMDeploy); ``executor`` is how LMDeploy's PyTorch engine runs it
+    (``lmdeploy_engine.backend_config``)."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)} (got {backend!r})")
     if backend == "auto":
@@ -154,12 +156,14 @@ def load_engine(model_path, backend: str = "auto", *, dtype: str = "auto", devic
     if backend == "transformers":
         from .transformers_engine import TransformersEngine
 
+        if executor is not None:
+            raise ValueError(f"executor={executor!r} is LMDeploy's: the transformers engine runs in this process")
         return TransformersEngine(path, device=device, **knobs)
     from .lmdeploy_engine import LMDeployEngine
 
     if device not in (None, "cuda"):
         raise ValueError(f"LMDeploy runs on the CUDA GPU only (got device={device!r}): use backend='transformers'")
-    return LMDeployEngine(path, engine=backend, **knobs)
+    return LMDeployEngine(path, engine=backend, executor=executor, **knobs)
 
 
 def warn_lmdeploy_only(who: str, **knobs) -> None:

@@ -7,11 +7,19 @@ LMDeploy 0.10 takes the conversation format from the model folder's tokenizer (`
 are sent in OpenAI's message format with the model card's system message, so both backends see the same prompt.
 
 Scripts that start LMDeploy need an ``if __name__ == "__main__":`` guard (it may start worker processes).
+
+On several GPUs (``tp`` > 1) the PyTorch engine runs the model in worker processes of its own, one per GPU, through
+Python's ``multiprocessing`` (``executor="mp"``; LMDeploy would otherwise take Ray, a cluster manager a single
+machine does not need). A model folder's remote-code config travels to those workers and back only with
+:func:`pickle_remote_code_configs_by_loading`.
 """
 
 from __future__ import annotations
 
+import copyreg
 import json
+import os
+import sys
 import time
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -21,6 +29,7 @@ from .interface import (Answer, GenerationSettings, cuda_available, free_memory,
 
 ENGINES = ("lmdeploy", "turbomind")  # "lmdeploy" is LMDeploy's PyTorch engine
 DTYPES = ("auto", "bfloat16", "float16")
+EXECUTORS = ("uni", "mp", "ray")  # the PyTorch engine's: in this process (one GPU only), worker processes, Ray
 
 
 def check_chat_template(model_path: str | Path) -> str:
@@ -53,9 +62,13 @@ def cache_special_token_ids(tokenizer) -> None:
 
 
 def backend_config(engine: str = "lmdeploy", *, dtype: str = "auto", session_len: int | None = None,
-                   cache_max_entry_count: float | None = None, max_batch_size: int | None = None, tp: int = 1):
+                   cache_max_entry_count: float | None = None, max_batch_size: int | None = None, tp: int = 1,
+                   executor: str | None = None):
     """``PytorchEngineConfig`` (engine "lmdeploy") or ``TurbomindEngineConfig`` ("turbomind") with the course's
-    knobs; None keeps LMDeploy's default (session_len: the model's context; cache: 0.8; batch: by GPU)."""
+    knobs; None keeps LMDeploy's default (session_len: the model's context; cache: 0.8; batch: by GPU).
+
+    ``executor`` (PyTorch engine): where the model runs, one of :data:`EXECUTORS`; None is LMDeploy's "uni" on one
+    GPU and the course's "mp" on several."""
     from lmdeploy import PytorchEngineConfig, TurbomindEngineConfig
 
     if engine not in ENGINES:
@@ -63,11 +76,56 @@ def backend_config(engine: str = "lmdeploy", *, dtype: str = "auto", session_len
     if dtype not in DTYPES:
         raise ValueError(f"LMDeploy computes in bfloat16 or float16: dtype must be one of {', '.join(DTYPES)} "
                          f"(got {dtype!r})")
+    if executor is not None and (engine != "lmdeploy" or executor not in EXECUTORS):
+        raise ValueError(f"executor is the PyTorch engine's (engine='lmdeploy'), one of {', '.join(EXECUTORS)} "
+                         f"(got engine={engine!r}, executor={executor!r})")
     knobs = dict(dtype=dtype, tp=tp, session_len=session_len, max_batch_size=max_batch_size,
                  cache_max_entry_count=cache_max_entry_count)
+    if engine == "lmdeploy":
+        knobs["distributed_executor_backend"] = executor or ("mp" if tp > 1 else None)
     knobs = {name: value for name, value in knobs.items() if value is not None}  # None: LMDeploy's own default
     config_class = PytorchEngineConfig if engine == "lmdeploy" else TurbomindEngineConfig
     return config_class(**knobs)
+
+
+def rebuild_remote_code_config(module_file: str, class_name: str, state: dict):
+    """Unpickle a remote-code config, loading its class as transformers loads it (see
+    :func:`pickle_remote_code_configs_by_loading`); ``module_file`` is relative to transformers' module cache."""
+    from transformers.dynamic_module_utils import get_class_in_module, init_hf_modules
+
+    init_hf_modules()  # the cache folder on sys.path, for the module's relative imports
+    cls = get_class_in_module(class_name, module_file)
+    config = cls.__new__(cls)
+    config.__dict__.update(state)
+    return config
+
+
+def reduce_remote_code_config(config):
+    from transformers.utils import HF_MODULES_CACHE
+
+    module_file = os.path.relpath(sys.modules[type(config).__module__].__file__, HF_MODULES_CACHE)
+    return rebuild_remote_code_config, (module_file, type(config).__name__, dict(config.__dict__))
+
+
+def pickle_remote_code_configs_by_loading(config) -> None:
+    """Let ``config``, a model folder's remote-code config (``AutoConfig`` with ``trust_remote_code=True``), and its
+    sub-configs be pickled to LMDeploy's worker processes and back.
+
+    A worker started by ``multiprocessing`` unpickles the config by importing its module with Python's own import.
+    When the worker then loads the model, transformers finds that module without its hash mark, executes it again,
+    and the class changes under the config the worker holds, which then cannot be pickled back ("Can't pickle
+    <class '...InternVLChatConfig'>: it's not the same object as ..."): the engine hung at start. Pickled through
+    :func:`rebuild_remote_code_config`, the worker loads the class the way transformers does, and the later load
+    finds it and keeps it. Works for any remote code (the course's, OpenGVLab's): only its class names are used.
+    """
+    from transformers import PretrainedConfig
+
+    pending = [config]
+    while pending:
+        current = pending.pop()
+        if type(current).__module__.startswith("transformers_modules."):
+            copyreg.pickle(type(current), reduce_remote_code_config)
+        pending += [value for value in vars(current).values() if isinstance(value, PretrainedConfig)]
 
 
 def generation_config(settings: GenerationSettings):
@@ -117,7 +175,7 @@ class LMDeployEngine:
     def __init__(self, model_path: Path, *, engine: str = "lmdeploy", dtype: str = "auto",
                  max_dynamic_patch: int | None = None, session_len: int | None = None,
                  cache_max_entry_count: float | None = None, max_batch_size: int | None = None, tp: int = 1,
-                 vision_batch_size: int | None = None):
+                 vision_batch_size: int | None = None, executor: str | None = None):
         if not cuda_available():
             raise RuntimeError("LMDeploy needs a CUDA GPU and torch sees none: use backend='transformers' "
                                "(or 'auto', which picks it here)")
@@ -130,7 +188,11 @@ class LMDeployEngine:
         self.system_message = model_system_message(self.model_path)
         self.backend_config = backend_config(engine, dtype=dtype, session_len=session_len,
                                              cache_max_entry_count=cache_max_entry_count,
-                                             max_batch_size=max_batch_size, tp=tp)
+                                             max_batch_size=max_batch_size, tp=tp, executor=executor)
+        if getattr(self.backend_config, "distributed_executor_backend", None) == "mp":
+            from transformers import AutoConfig
+
+            pickle_remote_code_configs_by_loading(AutoConfig.from_pretrained(self.model_path, trust_remote_code=True))
         self.pipe = pipeline(str(self.model_path), backend_config=self.backend_config, log_level="ERROR",
                              vision_config=VisionConfig(max_batch_size=vision_batch_size or 1))
         cache_special_token_ids(self.pipe.tokenizer)
