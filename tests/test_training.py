@@ -144,6 +144,8 @@ def test_command_runs_xtuner_with_this_python(prepared, tmp_path):
     env = job.environment()
     assert env["PATH"].split(":")[0] == str(Path(sys.executable).parent)
     assert env["COURSE_TRAIN_JSON"].endswith("train.json") and env["COURSE_MAX_EPOCHS"] == "1"
+    assert env["COURSE_DIST_BACKEND"] == "gloo"  # this machine has no GPU: processes talk through gloo
+    assert load_config(job).env_cfg.dist_cfg.backend == "gloo"  # the config reads it
 
 
 def test_multi_gpu_command_is_xtuners_torchrun_with_deepspeed(prepared):
@@ -166,6 +168,8 @@ def test_single_gpu_deepspeed_gets_a_free_rendezvous_port(prepared, monkeypatch)
     monkeypatch.delenv("MASTER_PORT", raising=False)
     env = job_for(prepared, deepspeed="deepspeed_zero2").environment()
     assert env["MASTER_ADDR"] == "127.0.0.1"
+    # as a one-process torchrun sets them: without them DeepSpeed looks for MPI (mpi4py, not in the course env)
+    assert (env["RANK"], env["LOCAL_RANK"], env["WORLD_SIZE"]) == ("0", "0", "1")
     with socket.socket() as probe:  # DeepSpeed's default 29500 may be another run's; this one is free
         probe.bind(("127.0.0.1", int(env["MASTER_PORT"])))
     assert "MASTER_PORT" not in job_for(prepared).environment()  # plain PyTorch sets up no process group

@@ -35,6 +35,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..engines.interface import cuda_available
 from ..engines.serving import choose_port
 from ..errors import CourseError
 from ..outputs import course_folder, is_course_output, staged_file
@@ -151,12 +152,6 @@ def zero_partitions(checkpoint: str | Path) -> int:
     """How many GPUs saved a DeepSpeed ZeRO checkpoint (one optimizer-state file each); 0 for mmengine's own
     checkpoint file, whose optimizer state is whole."""
     return len(list(Path(checkpoint).glob("*zero_pp_rank_*_optim_states.pt"))) if Path(checkpoint).is_dir() else 0
-
-
-def cuda_available() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def deepspeed_config(job: TrainingJob, load_universal: bool = False) -> Path | None:
