@@ -251,11 +251,11 @@ class ResumeAtSamePlace(Hook):
     takes batch x GPUs samples) goes on at the same place in its data, on the schedule of its new length.
 
     mmengine restores the saved step and the schedulers' saved state as they are. Measured on a CPU: a run of 162
-    steps an epoch on 2 processes, resumed at step 10 on 1 process (324 steps an epoch), went on at step 11 on a
-    schedule that reached 0 at step 162, and trained its last 162 steps at learning rate 0. This hook records the
-    epoch length in each checkpoint; on a resume with another one it moves the run to the same fraction of its
-    epochs (step 10 of 162 -> step 20 of 324) and puts the learning rate where an uninterrupted run of the new
-    length has it at that step (:func:`place_schedulers`).
+    steps an epoch on 2 processes, resumed at step 10 on 1 process (324 steps an epoch), went on at step 11 with the
+    2-process schedule, whose cosine ends at step 162: its last 162 steps would have trained at learning rate 0.
+    This hook records the epoch length in each checkpoint; on a resume with another one it moves the run to the
+    same fraction of its epochs (step 10 of 162 -> step 20 of 324) and puts the learning rate where an uninterrupted
+    run of the new length has it at that step (:func:`place_schedulers`).
     """
 
     priority = "VERY_HIGH"
