@@ -42,7 +42,7 @@ def measure_throughput(engine, requests, settings: GenerationSettings, label: st
         answers = [engine.answer(image, question, settings) for image, question in requests]
     seconds = time.perf_counter() - start
     tokens = sum(answer.output_tokens for answer in answers)
-    return {"label": label, "backend": engine.backend, "requests": len(requests), "seconds": round(seconds, 3),
+    return {"label": label, "backend": engine.backend, "requests": len(requests), "seconds": round(seconds, 6),
             "requests_per_s": len(requests) / seconds, "output_tokens_per_s": tokens / seconds,
             "output_tokens": tokens}
 
