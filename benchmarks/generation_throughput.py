@@ -376,9 +376,11 @@ def lmdeploy_rows(folder, set_name, knobs_list, repeats):
 
 def tensor_parallel_rows(folder, tps, executors, repeats):
     """Row ``tp``: LMDeploy as lesson 02's ``load_engine`` builds it, on ``tp`` GPUs (tensor parallel) with each of
-    ``executors`` (None: the course's choice, "mp" on several GPUs), greedy answers to the one-tile set; each row
-    counts the answers identical to those of the first setting. Random weights make near-ties between tokens, which
-    a different order of summation can decide the other way."""
+    ``executors`` (None: the course's choice, "mp" on several GPUs), greedy answers to the one-tile set. Each row
+    counts the answers identical to those of the first setting and of the setting before it, and between its own
+    first and last timed run: a setting listed twice (``uni,uni``) measures how often greedy answers change from
+    one engine to the next with nothing else changed. Random weights make near-ties between tokens, which a
+    different order of summation or grouping of requests can decide the other way."""
     from course_utils.engines import GenerationSettings, load_engine
 
     if max(tps) > torch.cuda.device_count():
@@ -386,7 +388,7 @@ def tensor_parallel_rows(folder, tps, executors, repeats):
     images, questions = requests_of("one_tile")
     requests = list(zip(images, questions))
     settings = GenerationSettings(max_new_tokens=NEW_TOKENS, temperature=0.0)
-    reference, results = None, []
+    reference, previous, results = None, None, []
     for tp, executor in [(tp, executor) for tp in tps for executor in executors]:
         try:
             engine = load_engine(folder, "lmdeploy", tp=tp, executor=executor, session_len=8192,
@@ -401,14 +403,18 @@ def tensor_parallel_rows(folder, tps, executors, repeats):
         chosen = engine.backend_config.distributed_executor_backend or "uni"
         engine.close()
         answers = [answer.text for answer in runs[-1][1]]
-        reference = reference or answers
+        reference, previous = reference or answers, previous or answers
         entry = dict(row="tp", tp=tp, executor=chosen, request_set="one_tile", batch_size=REQUESTS,
                      requests_per_s=round(REQUESTS / statistics.median(t for t, _ in runs), 3),
                      all_seconds=[round(t, 4) for t, _ in runs], warm_up_seconds=round(first_answers_s, 3),
                      output_tokens=sum(answer.output_tokens for answer in runs[-1][1]),
-                     same_answers_as_first_setting=sum(a == b for a, b in zip(reference, answers)))
+                     same_answers_as_first_setting=sum(a == b for a, b in zip(reference, answers)),
+                     same_answers_as_previous_setting=sum(a == b for a, b in zip(previous, answers)),
+                     same_answers_first_and_last_timed_run=sum(
+                         a.text == b.text for a, b in zip(runs[0][1], runs[-1][1])))
         print(json.dumps(entry), flush=True)
         results.append(entry)
+        previous = answers
     return results
 
 
@@ -457,7 +463,10 @@ def run(args):
     DEVICE = args.device
     work_dir = Path(args.work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
-    folder = model_folder(work_dir, Path(args.remote_code) if args.remote_code else None, args.preset)
+    if args.model:
+        folder = Path(args.model)
+    else:
+        folder = model_folder(work_dir, Path(args.remote_code) if args.remote_code else None, args.preset)
     global REQUESTS
     REQUESTS = args.requests
     rows = set(args.rows.split(","))
@@ -556,6 +565,8 @@ def main():
     run_parser.add_argument("--repeats", type=int, default=3, help="timed runs of the 32-request rows (median kept)")
     run_parser.add_argument("--work-dir", default="/tmp/generation-throughput")
     run_parser.add_argument("--preset", default="internvl2-2b", help="model shapes (tiny: a quick check of the script)")
+    run_parser.add_argument("--model", help="an InternVL2 model folder instead of --preset's random weights, e.g. "
+                            "lesson 05's fine-tuned model, whose greedy answers are not near-ties")
     run_parser.add_argument("--device", default="cuda")
     run_parser.add_argument("--out", required=True)
     run_parser.set_defaults(handler=run)
