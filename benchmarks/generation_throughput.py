@@ -408,14 +408,18 @@ def tensor_parallel_rows(folder, tps, executors, repeats):
                      requests_per_s=round(REQUESTS / statistics.median(t for t, _ in runs), 3),
                      all_seconds=[round(t, 4) for t, _ in runs], warm_up_seconds=round(first_answers_s, 3),
                      output_tokens=sum(answer.output_tokens for answer in runs[-1][1]),
-                     same_answers_as_first_setting=sum(a == b for a, b in zip(reference, answers)),
-                     same_answers_as_previous_setting=sum(a == b for a, b in zip(previous, answers)),
-                     same_answers_first_and_last_timed_run=sum(
-                         a.text == b.text for a, b in zip(runs[0][1], runs[-1][1])))
+                     same_answers_as_first_setting=same_count(reference, answers),
+                     same_answers_as_previous_setting=same_count(previous, answers),
+                     same_answers_first_and_last_timed_run=same_count([a.text for a in runs[0][1]], answers))
         print(json.dumps(entry), flush=True)
         results.append(entry)
         previous = answers
     return results
+
+
+def same_count(answers, others) -> int:
+    """How many answers are word for word the same, request by request."""
+    return sum(a == b for a, b in zip(answers, others))
 
 
 def first_token_times(pipe, prompts, gen):
@@ -560,12 +564,13 @@ def main():
     run_parser.add_argument("--requests", type=int, default=REQUESTS, help="requests per set (fewer: a quick check)")
     run_parser.add_argument("--sets", default="one_tile,photo_13_tiles")
     run_parser.add_argument("--attention", default="sdpa", help="sdpa, eager or both (comma-separated)")
-    run_parser.add_argument("--remote-code", help="folder of InternVL2 .py files to measure instead of the course's")
+    which_code = run_parser.add_mutually_exclusive_group()
+    which_code.add_argument("--remote-code", help="folder of InternVL2 .py files to measure instead of the course's")
     run_parser.add_argument("--label", default="after", help="name of the measured code in the results")
     run_parser.add_argument("--repeats", type=int, default=3, help="timed runs of the 32-request rows (median kept)")
     run_parser.add_argument("--work-dir", default="/tmp/generation-throughput")
     run_parser.add_argument("--preset", default="internvl2-2b", help="model shapes (tiny: a quick check of the script)")
-    run_parser.add_argument("--model", help="an InternVL2 model folder instead of --preset's random weights, e.g. "
+    which_code.add_argument("--model", help="an InternVL2 model folder instead of --preset's random weights, e.g. "
                             "lesson 05's fine-tuned model, whose greedy answers are not near-ties")
     run_parser.add_argument("--device", default="cuda")
     run_parser.add_argument("--out", required=True)
