@@ -1,10 +1,14 @@
-"""Where the course reads and writes: every default path, and which model and data a lesson uses, decided here.
+"""Where the course reads and writes: every default path, named here and nowhere else.
 
 Environment variables override the defaults:
 
 * ``RUN_DIR``    - folder for everything the lessons produce (default: ``<project>/runs``)
 * ``MODEL_PATH`` - a real InternVL2 model folder or hub id (default: the embedded tiny model)
 * ``DATA_ROOT``  - an unzipped FoodieQA folder, ``FoodieQA.zip`` or ``download`` (default: the synthetic FoodieQA)
+
+This module only names places; what builds the defaults that live there is the model code
+(:func:`course_utils.tiny_model.resolve_model_path`) and the data code
+(:func:`course_utils.foodieqa.defaults.resolve_data_root`).
 
 Under ``RUN_DIR``: ``models/`` (the tiny model), ``data/`` (synthetic, downloaded, unzipped and prepared
 FoodieQA), ``finetune/`` (lesson 04's runs) and ``evaluation/`` (lesson 05's results).
@@ -81,62 +85,9 @@ def evaluation_dir() -> Path:
     return run_dir() / "evaluation"
 
 
-def resolve_model_path(model_path: str | Path | None = None) -> str:
-    """The model a lesson uses: ``model_path``, else ``$MODEL_PATH``, else the embedded tiny model (built if needed).
-
-    A local folder or a hub id (``OpenGVLab/InternVL2-2B``, downloaded by transformers) are both accepted.
-    """
-    if model_path is not None and not str(model_path).strip():
-        raise ValueError("the model path is empty: give an InternVL2 folder or hub id, or None for the default model")
-    chosen = model_path or env_path("MODEL_PATH")
-    if chosen is None:
-        from .tiny_model import ensure_tiny_model
-
-        return str(ensure_tiny_model())
-    if Path(chosen).expanduser().exists():
-        return str(Path(chosen).expanduser().resolve())
-    if is_hub_id(str(chosen)):
-        return str(chosen)
-    raise FileNotFoundError(f"model folder {chosen} does not exist: set MODEL_PATH to an InternVL2 folder or hub id, "
-                            "or leave it unset for the embedded tiny model")
-
-
 def is_hub_id(value: str) -> bool:
     """Whether ``value`` reads as a Hugging Face hub id (``owner/name``) rather than a local path."""
     return value.count("/") == 1 and not value.startswith((".", "/", "~")) and not value.endswith("/")
-
-
-def resolve_data_root(data_root: str | Path | None = None) -> Path:
-    """The FoodieQA folder a lesson uses: ``data_root``, else ``$DATA_ROOT``, else the synthetic FoodieQA (built).
-
-    A data root may be an unzipped folder (or the folder holding its ``FoodieQA/``), a downloaded ``FoodieQA.zip``
-    (unzipped once per zip content), or the word ``download`` (fetch the gated dataset with your Hugging Face
-    token). An empty one is an error: leave it unset (None) for the synthetic FoodieQA.
-    """
-    from .foodieqa.defaults import ensure_synthetic_foodieqa
-    from .foodieqa.download import download_foodieqa, extract_foodieqa_zip
-    from .foodieqa.layout import SIVQA_FILE, find_foodieqa_root
-
-    if data_root is not None and not str(data_root).strip():
-        raise ValueError("the data root is empty: give a FoodieQA folder, FoodieQA.zip or 'download', "
-                         "or leave DATA_ROOT unset for the synthetic FoodieQA")
-    value = data_root if data_root is not None else env_path("DATA_ROOT")
-    if value is None:
-        return ensure_synthetic_foodieqa()
-    if str(value).strip() == DOWNLOAD_KEYWORD:
-        return download_foodieqa()
-    path = Path(value).expanduser()
-    if path.suffix == ".zip" and path.is_file():
-        return extract_foodieqa_zip(path, foodieqa_download_dir())
-    root = find_foodieqa_root(path)
-    if root is None:
-        what = "does not exist" if not path.exists() else f"holds no {SIVQA_FILE} (nor a FoodieQA/ folder with one)"
-        raise FileNotFoundError(
-            f"DATA_ROOT {str(path)!r} {what}. Point it at the unzipped FoodieQA folder or at FoodieQA.zip, set it "
-            "to 'download' to fetch the gated dataset (`python -m course_utils download-foodieqa`), or leave it "
-            "unset for the synthetic FoodieQA."
-        )
-    return root
 
 
 @contextmanager

@@ -1,10 +1,12 @@
-"""Build InternVL2 model folders from the course's own code: the tiny embedded model and the 2B-shaped preset.
+"""Build InternVL2 model folders from the course's own code: the tiny base model and the 2B-shaped preset.
 
 ``build_model_dir(out)`` writes exactly what an official InternVL2 checkpoint folder holds: ``config.json``
 (with ``auto_map`` pointing at the remote code), the remote-code ``.py`` files, ``model.safetensors``,
-``generation_config.json`` and a tokenizer (``tokenizer.json`` + ``tokenizer_config.json`` with the InternLM2
-chat template and the special tokens ``<img> </img> <IMG_CONTEXT> <|im_start|> <|im_end|>``). The weights are
-random but deterministic by seed. ``ensure_tiny_model()`` is the default model of every lesson.
+``generation_config.json`` and a tokenizer (``tokenizer.json`` + ``tokenizer_config.json`` with the chat
+template and the special tokens ``<img> </img> <IMG_CONTEXT> <|im_start|> <|im_end|>``). The weights are
+random but deterministic by seed, or, for the default model of every lesson (:func:`ensure_tiny_model`), the
+tiny base's pretrained weights that ship in ``tiny_base/`` beside this file (made by ``python -m course_utils
+pretrain-tiny-base``, see :mod:`course_utils.pretraining`).
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ from pathlib import Path
 
 from .errors import CourseError
 from .outputs import check_output, staged_output
-from .paths import tiny_model_dir
+from .paths import env_path, is_hub_id, tiny_model_dir
 
 BUILD_INFO_FILE = "course_build.json"
-MODEL_KIND = "built-model"  # the outputs marker's kind: an InternVL2 folder with random weights
+TINY_BASE_DIR = Path(__file__).resolve().parent / "tiny_base"  # the pretrained base's weights and their record
+MODEL_KIND = "built-model"  # the outputs marker's kind: an InternVL2 folder the course built (random or shipped weights)
 BUILDER_VERSION = 1  # bump when the folder layout written here changes, so stale default models are rebuilt
 
 SPECIAL_TOKENS = [
@@ -32,12 +35,22 @@ SPECIAL_TOKENS = [
     "<quad>", "</quad>", "<ref>", "</ref>", "<box>", "</box>",
 ]
 
-# InternLM2's chat template (what LMDeploy 0.10 reads from tokenizer_config.json).
-CHAT_TEMPLATE = (
-    "{{ bos_token }}{% for message in messages %}"
-    "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
-    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
+def chat_template() -> str:
+    """The tokenizer's chat template (what LMDeploy 0.10 renders prompts with).
+
+    It writes exactly what ``model.chat`` (the ``internlm2-chat`` conversation) and XTuner's InternVL dataset
+    write: InternVL's system message unless the conversation brings its own, and turns joined without newlines.
+    A model answers best in the format it was trained on, so all three agree (tests/test_chat_template.py).
+    """
+    from .internvl.conversation import INTERNVL_SYSTEM_MESSAGE
+
+    return (
+        "{{ bos_token }}{% if messages[0]['role'] != 'system' %}"
+        "{{ '<|im_start|>system\n" + INTERNVL_SYSTEM_MESSAGE + "<|im_end|>' }}{% endif %}"
+        "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' }}"
+        "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+    )
+
 
 # A small bilingual corpus for the byte-level BPE merges: byte fallback already covers every string, the
 # merges only make frequent food-QA words short. Its content decides the vocabulary, so it is part of the build.
@@ -56,20 +69,24 @@ TOKENIZER_CORPUS = [
     "Describe the image. The dish is served on a plate with a pattern. Sichuan Cantonese Shandong Xinjiang",
     "0 1 2 3 4 5 6 7 8 9 , . ? ! : ; ( ) [ ] { } \" ' - _ / \n",
 ]
-TOKENIZER_VOCAB_SIZE = 1024
+TOKENIZER_VOCAB_SIZE = 2048
 
+# InternVL2's architecture at about a thousandth of InternVL2-2B's size (2.9 M numbers): small enough to train
+# and answer on a laptop's CPU, large enough to learn to describe the pictures of its pretraining corpus.
 TINY_PRESET = {
     "vision_config": dict(
-        image_size=224, patch_size=14, hidden_size=64, num_attention_heads=4, intermediate_size=128,
-        num_hidden_layers=2, qkv_bias=True, norm_type="layer_norm", qk_normalization=False,
+        image_size=224, patch_size=14, hidden_size=128, num_attention_heads=4, intermediate_size=256,
+        num_hidden_layers=4, qkv_bias=True, norm_type="layer_norm", qk_normalization=False,
     ),
     "llm_config": dict(
-        hidden_size=128, intermediate_size=256, num_attention_heads=4, num_key_value_heads=2,
-        num_hidden_layers=2, max_position_embeddings=8192, rope_theta=1000000,
+        hidden_size=192, intermediate_size=512, num_attention_heads=4, num_key_value_heads=2,
+        num_hidden_layers=4, max_position_embeddings=8192, rope_theta=1000000,
         rope_scaling={"type": "dynamic", "factor": 2.0},
     ),
     "force_image_size": 224,
-    "max_dynamic_patch": 6,  # fewer tiles than the real 12 keep CPU training and inference quick
+    # one 224-px tile a picture (InternVL2-2B: up to 12 tiles of 448 px and a thumbnail): the synthetic dishes
+    # are drawn to be read at this size, and each tile costs a CPU as much as the rest of the prompt
+    "max_dynamic_patch": 1,
 }
 
 # The published InternVL2-2B shapes: InternViT-300M-448px + InternLM2-chat-1.8B (random weights).
@@ -104,7 +121,9 @@ def build_tokenizer():
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    backend.train_from_iterator(TOKENIZER_CORPUS, trainer=trainer)
+    from .pretraining.corpus import vocabulary_texts
+
+    backend.train_from_iterator(TOKENIZER_CORPUS + vocabulary_texts(), trainer=trainer)
     # every encoded prompt starts with <s>, as InternLM2's tokenizer does (XTuner relies on it)
     backend.post_processor = processors.TemplateProcessing(
         single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", SPECIAL_TOKENS.index("<s>"))]
@@ -116,7 +135,7 @@ def build_tokenizer():
         unk_token="<unk>",
         pad_token="</s>",
         additional_special_tokens=SPECIAL_TOKENS[3:],
-        chat_template=CHAT_TEMPLATE,
+        chat_template=chat_template(),
         model_max_length=8192,
     )
 
@@ -199,13 +218,14 @@ def check_device(device: str) -> str:
 
 def build_model_dir(
     out: str | Path, preset: str = "tiny", seed: int = 0, device: str = "cpu", force: bool = False,
-    layers: int | None = None,
+    layers: int | None = None, weights: Path | None = None,
 ) -> Path:
     """Write a complete InternVL2 model folder for ``preset`` to ``out`` and return it.
 
     The folder appears only when complete (see :mod:`course_utils.outputs`); a folder the course did not make is
     refused unless ``force``. ``layers`` keeps that many layers of the ViT and of the LLM: the preset's widths and
-    vocabulary at a fraction of its memory, for measurements on a CPU.
+    vocabulary at a fraction of its memory, for measurements on a CPU. ``weights`` (a safetensors file of exactly
+    the preset's tensors) replaces the random weights.
     """
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
@@ -218,38 +238,100 @@ def build_model_dir(
     config = build_config(preset, vocab_size=len(tokenizer))
     if layers is not None:
         config.vision_config.num_hidden_layers = config.llm_config.num_hidden_layers = layers
-    model = build_model(config, seed=seed, device=device).to(torch.bfloat16)
+    model = build_model(config, seed=seed, device="meta" if weights else device)
     with staged_output(out, MODEL_KIND, force=force) as staging:
         # written directly: save_pretrained would import DeepSpeed (through accelerate) only to unwrap nothing
         config.save_pretrained(staging)
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, staging / "model.safetensors",
-                  metadata={"format": "pt"})
+        if weights:
+            check_weights(weights, model.state_dict())
+            shutil.copy2(weights, staging / "model.safetensors")
+        else:
+            save_file({k: v.to(torch.bfloat16).contiguous() for k, v in model.state_dict().items()},
+                      staging / "model.safetensors", metadata={"format": "pt"})
         tokenizer.save_pretrained(staging)
         generation = {"bos_token_id": 1, "eos_token_id": [2, tokenizer.convert_tokens_to_ids("<|im_end|>")], "pad_token_id": 2}
         (staging / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
         copy_remote_code(staging)
         build_info = {"preset": preset, "seed": seed, "fingerprint": remote_code_fingerprint()}
+        if weights:
+            build_info["weights_sha256"] = file_sha256(weights)
         if layers is not None:  # never the current build of the whole preset
             build_info["layers"] = layers
         (staging / BUILD_INFO_FILE).write_text(json.dumps(build_info, indent=2) + "\n")
     return out
 
 
-def is_current_build(model_dir: Path, preset: str = "tiny", seed: int = 0) -> bool:
-    """True when ``model_dir`` holds a finished build of this preset and seed from the current code."""
+def check_weights(weights: Path, expected: dict) -> None:
+    """ValueError unless the safetensors file ``weights`` holds exactly ``expected``'s tensor names and shapes."""
+    from safetensors import safe_open
+
+    with safe_open(str(weights), framework="pt") as file:
+        shapes = {name: tuple(file.get_slice(name).get_shape()) for name in file.keys()}
+    wanted = {name: tuple(value.shape) for name, value in expected.items()}
+    if shapes != wanted:
+        differing = sorted(set(shapes.items()) ^ set(wanted.items()))[:3]
+        raise ValueError(f"{weights} does not hold this model's tensors (first differences: {differing}): "
+                         "rebuild them with `python -m course_utils pretrain-tiny-base`")
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def shipped_base_weights() -> Path:
+    """The tiny base's pretrained weights in the repository, checked against the checksum of their record."""
+    weights, record = TINY_BASE_DIR / "model.safetensors", TINY_BASE_DIR / "pretraining.json"
+    if not weights.is_file() or not record.is_file():
+        raise CourseError(f"the tiny base's weights are missing from {TINY_BASE_DIR}: restore them with "
+                          "`git checkout -- course_utils/tiny_base` (or rebuild: python -m course_utils "
+                          "pretrain-tiny-base OUT --device cuda --ship)")
+    expected = json.loads(record.read_text(encoding="utf-8"))["weights_sha256"]
+    if file_sha256(weights) != expected:
+        raise CourseError(f"{weights} does not match the checksum in {record.name}: restore it with "
+                          "`git checkout -- course_utils/tiny_base`")
+    return weights
+
+
+def is_current_build(model_dir: Path, preset: str = "tiny", seed: int = 0, weights: Path | None = None) -> bool:
+    """True when ``model_dir`` holds a finished build of this preset, seed and weights from the current code."""
     info_file = Path(model_dir) / BUILD_INFO_FILE
     if not info_file.exists():
         return False
-    info = json.loads(info_file.read_text())
-    return info == {"preset": preset, "seed": seed, "fingerprint": remote_code_fingerprint()}
+    expected = {"preset": preset, "seed": seed, "fingerprint": remote_code_fingerprint()}
+    if weights:
+        expected["weights_sha256"] = file_sha256(weights)
+    return json.loads(info_file.read_text()) == expected
 
 
 def ensure_tiny_model() -> Path:
-    """The embedded default model folder, built (in seconds) if missing or built from older code."""
-    model_dir = tiny_model_dir()
-    if not is_current_build(model_dir):
-        build_model_dir(model_dir)
+    """The default model of every lesson: the pretrained tiny base, its folder built (in a second) if missing or
+    made from older code or weights."""
+    model_dir, weights = tiny_model_dir(), shipped_base_weights()
+    if not is_current_build(model_dir, weights=weights):
+        build_model_dir(model_dir, weights=weights)
     return model_dir
+
+
+def resolve_model_path(model_path: str | Path | None = None) -> str:
+    """The model a lesson uses: ``model_path``, else ``$MODEL_PATH``, else the embedded tiny model (built if needed).
+
+    A local folder or a hub id (``OpenGVLab/InternVL2-2B``, downloaded by transformers) are both accepted.
+    """
+    if model_path is not None and not str(model_path).strip():
+        raise ValueError("the model path is empty: give an InternVL2 folder or hub id, or None for the default model")
+    chosen = model_path or env_path("MODEL_PATH")
+    if chosen is None:
+        return str(ensure_tiny_model())
+    if Path(chosen).expanduser().exists():
+        return str(Path(chosen).expanduser().resolve())
+    if is_hub_id(str(chosen)):
+        return str(chosen)
+    raise FileNotFoundError(f"model folder {chosen} does not exist: set MODEL_PATH to an InternVL2 folder or hub id, "
+                            "or leave it unset for the embedded tiny model")
 
 
 def register_cli(subparsers: argparse._SubParsersAction) -> None:

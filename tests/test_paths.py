@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from course_utils import paths
-from course_utils.paths import resolve_model_path
-from course_utils.tiny_model import ensure_tiny_model
+from course_utils.tiny_model import ensure_tiny_model, resolve_model_path
 
 
 def test_resolve_model_path_prefers_argument_then_environment_then_tiny(session_run_dir, tmp_path, monkeypatch):
@@ -57,3 +58,16 @@ def test_temporary_environment_restores_set_and_unset_variables(monkeypatch):
     with temporary_environment({"COURSE_TEST_SET": "during", "COURSE_TEST_UNSET": "during"}):
         assert os.environ["COURSE_TEST_SET"] == os.environ["COURSE_TEST_UNSET"] == "during"
     assert os.environ["COURSE_TEST_SET"] == "before" and "COURSE_TEST_UNSET" not in os.environ
+
+
+def test_paths_module_names_places_and_imports_nothing_of_the_course():
+    """paths.py sits at the bottom of the package: the model and data code import it, never the other way round
+    (it once imported tiny_model and foodieqa to build the defaults while they imported it)."""
+    import ast
+
+    import course_utils.paths
+
+    tree = ast.parse(Path(course_utils.paths.__file__).read_text(encoding="utf-8"))
+    course_imports = [ast.unparse(node) for node in ast.walk(tree)
+                      if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("course_utils"))]
+    assert course_imports == []

@@ -10,10 +10,10 @@ The steps, each one call:
 * :func:`is_correct` - scores a model's reply to a held-out question in either prompt style.
 """
 
-from ..paths import prepared_dir, resolve_data_root
+from ..paths import prepared_dir
 from .cli import register_cli
 from .convert import load_manifest, prepare_foodieqa, split_by_dish
-from .defaults import ensure_prepared_foodieqa, ensure_synthetic_foodieqa
+from .defaults import ensure_prepared_foodieqa, ensure_synthetic_foodieqa, resolve_data_root
 from .download import FoodieQADownloadError, download_foodieqa, extract_foodieqa_zip
 from .layout import FoodieQAFormatError, answer_index, find_foodieqa_root, load_sivqa
 from .prompts import PROMPT_STYLES, build_target, format_question, is_correct, parse_reply

@@ -47,7 +47,8 @@ def _make_synthetic(args: argparse.Namespace) -> int:
 
 def _prepare(args: argparse.Namespace) -> int:
     from ..outputs import check_output
-    from ..paths import DOWNLOAD_KEYWORD, resolve_data_root
+    from ..paths import DOWNLOAD_KEYWORD
+    from .defaults import resolve_data_root
     from .convert import PREPARED_KIND, check_test_fraction, prepare_foodieqa
 
     check_test_fraction(args.test_fraction)

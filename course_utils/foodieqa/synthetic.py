@@ -238,8 +238,28 @@ def draw_piece(draw: ImageDraw.ImageDraw, x: float, y: float, size: float, angle
         draw.polygon(_rotate(polygon, angle, x, y), fill=ingredient.colour, outline=edge)
 
 
+@dataclass(frozen=True)
+class PictureFacts:
+    """What one picture shows beyond its dish: how many pieces, and where the plate sits."""
+
+    dish: Dish
+    pieces: int
+    position: str  # "left", "centre" or "right": the plate's centre against the picture's width
+
+
+def plate_position(cx: float, width: int) -> str:
+    """Where a plate centred at ``cx`` sits, as a person would say it: off by more than a tenth of the width."""
+    offset = (cx - width / 2) / width
+    return "left" if offset < -0.1 else "right" if offset > 0.1 else "centre"
+
+
 def draw_dish_image(dish: Dish, rng: random.Random) -> Image.Image:
     """One photo-like picture of a dish; only plate rim, pieces and sauce depend on the dish."""
+    return draw_dish_picture(dish, rng)[0]
+
+
+def draw_dish_picture(dish: Dish, rng: random.Random) -> tuple[Image.Image, PictureFacts]:
+    """A picture of a dish and the facts it shows (the pretraining corpus describes them)."""
     width, height = rng.choice(IMAGE_SIZES)
     image = Image.new("RGB", (width, height), rng.choice(BACKGROUNDS))
     draw = ImageDraw.Draw(image)
@@ -252,12 +272,14 @@ def draw_dish_image(dish: Dish, rng: random.Random) -> Image.Image:
     cy = height / 2 + rng.uniform(-1, 1) * (height / 2 - r)
     draw_plate(draw, cx, cy, r, dish.cuisine, rng)
     draw_sauce(draw, cx, cy, r, dish.method, rng)
-    for _ in range(rng.randint(4, 9)):
+    pieces = rng.randint(4, 9)
+    for _ in range(pieces):
         x, y = _ring_point(cx, cy, rng.uniform(0, 0.5) * r, rng.uniform(0, 2 * math.pi))
         draw_piece(draw, x, y, r * rng.uniform(0.13, 0.18), rng.uniform(0, 2 * math.pi), dish.ingredient)
     pixels = np.asarray(image, dtype=np.float32) * rng.uniform(0.92, 1.08)  # lighting
     noise = np.random.default_rng(rng.getrandbits(32)).normal(0, 6, pixels.shape)
-    return Image.fromarray(np.clip(pixels + noise, 0, 255).astype(np.uint8))
+    image = Image.fromarray(np.clip(pixels + noise, 0, 255).astype(np.uint8))
+    return image, PictureFacts(dish, pieces, plate_position(cx, width))
 
 
 # ----------------------------------------------------------------------------------------------- questions

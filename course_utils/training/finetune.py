@@ -18,8 +18,8 @@ from ..foodieqa.convert import load_manifest, prepare_foodieqa
 from ..foodieqa.layout import SIVQA_FILE
 from ..foodieqa.synthetic import make_synthetic_foodieqa
 from ..outputs import staged_file
-from ..paths import env_path, finetune_dir, resolve_model_path, run_dir
-from ..tiny_model import ensure_tiny_model
+from ..paths import env_path, finetune_dir, run_dir
+from ..tiny_model import ensure_tiny_model, resolve_model_path
 from .config import SMOKE_CONFIG, config_path, load_config, planned_steps
 from .launcher import MANIFEST_FILE, TrainingJob, TrainingResult, train
 
