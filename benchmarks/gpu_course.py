@@ -1,5 +1,5 @@
-"""The whole course on a GPU: every lesson 00 -> 06 under papermill in GPU mode on the embedded tiny model, then
-lessons 02 and 04 on the InternVL2-2B-shaped preset (random weights, real shapes) for a few steps.
+"""The whole course on a GPU: every lesson 00 -> 06 under papermill in GPU mode on the tiny base model, then
+lessons 02, 04, 05 and 06 on the InternVL2-2B-shaped preset (random weights, real shapes) as ``MODEL_PATH``.
 
 A maintainer with a CUDA GPU and the course environment reruns it with
 
@@ -30,10 +30,11 @@ GPU_PARAMETERS: dict[str, dict] = {
     "05": {"BACKEND": "lmdeploy"},
     "06": {"BACKEND": "lmdeploy"},
 }
-# The 2B-shaped preset runs the lessons whose cost grows with the model: serving and fine-tuning. Lesson 04's own
-# defaults keep it short: one epoch of lesson 03's default split (360 questions, 45 steps of 4 x 2), interrupted at
-# step 20 and resumed.
-PRESET_LESSONS = ("02", "04")
+# The 2B-shaped preset (a MODEL_PATH of InternVL2-2B's shapes, random weights) runs the lessons whose cost grows
+# with the model: serving, and the learner's path 04 -> 05 -> 06 (LoRA with ZeRO-2, conversion, LMDeploy). Its
+# lesson 04 trains one epoch of lesson 03's default split (45 steps of 4 x 2), interrupted at step 20 and resumed.
+PRESET_LESSONS = ("02", "04", "05", "06")
+PRESET_PARAMETERS: dict[str, dict] = {"04": {"MAX_EPOCHS": 1}}
 
 
 def gpu_description() -> dict:
@@ -46,7 +47,7 @@ def gpu_description() -> dict:
             "torch": torch.__version__, "python": platform.python_version()}
 
 
-def run_lessons(lessons, out_dir: Path, env: dict[str, str] | None = None,
+def run_lessons(lessons, out_dir: Path, env: dict[str, str] | None = None, extra: dict[str, dict] | None = None,
                 save=lambda outcomes: None):
     """Execute ``lessons`` in order in GPU mode; returns their outcomes as dicts, passing them to ``save`` after each
     lesson so that an interrupted run keeps what it measured."""
@@ -58,7 +59,7 @@ def run_lessons(lessons, out_dir: Path, env: dict[str, str] | None = None,
     for number in lessons:
         notebook = find_notebook(number)
         declared = papermill.inspect_notebook(str(notebook))
-        wanted = GPU_PARAMETERS.get(number, {})
+        wanted = {**GPU_PARAMETERS.get(number, {}), **(extra or {}).get(number, {})}
         parameters = {name: value for name, value in wanted.items() if name in declared}
         ignored = sorted(set(wanted) - set(parameters))
         print(f"running {notebook.stem} with {parameters}" + (f" (not declared: {ignored})" if ignored else ""),
@@ -112,7 +113,7 @@ def main(argv=None) -> int:
     if args.preset_lessons:
         preset = build_preset_model(Path(os.environ.get("RUN_DIR", ROOT / "runs")) / "models" / "internvl2-2b-random")
         run_lessons(args.preset_lessons, executed / "preset", env={"MODEL_PATH": str(preset)},
-                    save=saver("internvl2_2b_preset"))
+                    extra=PRESET_PARAMETERS, save=saver("internvl2_2b_preset"))
     print(f"results: {args.out}")
     failed = [o["lesson"] for part in ("tiny_model", "internvl2_2b_preset") for o in results.get(part, []) if not o["ok"]]
     return 1 if failed else 0

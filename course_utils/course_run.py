@@ -125,7 +125,7 @@ def build_embedded_defaults() -> list[str]:
     from .tiny_model import ensure_tiny_model
 
     lines = []
-    for label, ensure in (("tiny InternVL2 model", ensure_tiny_model), ("synthetic FoodieQA", ensure_synthetic_foodieqa)):
+    for label, ensure in (("tiny base model", ensure_tiny_model), ("synthetic FoodieQA", ensure_synthetic_foodieqa)):
         start = time.perf_counter()
         folder = ensure()
         lines.append(f"{label}: {folder} ({time.perf_counter() - start:.1f} s)")

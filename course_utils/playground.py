@@ -46,7 +46,9 @@ FINETUNE_HINT = (
     "checkpoint into a model folder in the run directory; run them, then press 'Find models' (or choose any "
     "InternVL2 folder in this pane's list)."
 )
+DESCRIBE_QUESTION = "描述这张图片。"  # what the tiny base was pretrained to answer
 PRESET_QUESTIONS = (
+    DESCRIBE_QUESTION,
     "图片中的食物通常属于哪个菜系？",
     "这道菜的主要食材是什么？",
     "Which cuisine does the food in the image belong to?",

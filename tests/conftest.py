@@ -94,11 +94,10 @@ def refuse_writes_in(monkeypatch):
 
 
 @pytest.fixture(scope="session")
-def smoke_model(session_run_dir) -> dict:
-    """The tiny model smoke-trained through ``xtuner train`` once per session (lesson 04's default recipe).
+def lesson04_run(executed_notebook) -> dict:
+    """Lesson 04 executed once per session on the default (the tiny base LoRA-fine-tuned through ``xtuner train``,
+    interrupted and resumed); returns its run's ``course-finetune.json``, the run lessons 05 and 06 evaluate."""
+    from course_utils.training import LESSON_RUN_NAME, load_finetune_manifest
 
-    Returns its ``course-finetune.json`` manifest; lessons 04, 05 and 06 find the run in the session's RUN_DIR.
-    """
-    from course_utils.training import ensure_smoke_model
-
-    return ensure_smoke_model(progress=False)
+    executed_notebook("04")
+    return load_finetune_manifest(LESSON_RUN_NAME)

@@ -12,7 +12,7 @@ import pytest
 
 from course_utils.outputs import OutputRefused
 from course_utils.training import (
-    SMOKE_CONFIG, TrainingFailed, TrainingJob, TrainingRefused, config_path, job_for, load_config, planned_steps,
+    TINY_CONFIG, TrainingFailed, TrainingJob, TrainingRefused, config_path, job_for, load_config, planned_steps,
     scheduled_lrs, train, training_curve,
 )
 from course_utils.training.launcher import prepare_work_dir, zero_partitions
@@ -140,7 +140,7 @@ def test_command_runs_xtuner_with_this_python(prepared, tmp_path):
     job = job_for(prepared, max_epochs=1)
     command = job.command()
     assert command[:3] == [sys.executable, "-m", "xtuner.tools.train"]
-    assert command[3] == str(config_path(SMOKE_CONFIG)) and "--work-dir" in command
+    assert command[3] == str(config_path(TINY_CONFIG)) and "--work-dir" in command
     env = job.environment()
     assert env["PATH"].split(":")[0] == str(Path(sys.executable).parent)
     assert env["COURSE_TRAIN_JSON"].endswith("train.json") and env["COURSE_MAX_EPOCHS"] == "1"
@@ -229,8 +229,8 @@ def test_a_broken_zero_checkpoint_of_other_gpus_fails_before_launching_and_keeps
 
 def test_broken_config_surfaces_xtuners_error(prepared, tiny_model_path, tmp_path):
     broken = tmp_path / "broken.py"
-    text = config_path(SMOKE_CONFIG).read_text(encoding="utf-8")
-    broken.write_text(text.replace("freeze_llm=False", "freeze_lm=False"))  # a misspelt keyword
+    text = config_path(TINY_CONFIG).read_text(encoding="utf-8")
+    broken.write_text(text.replace("freeze_llm=True", "freeze_lm=True"))  # a misspelt keyword
     job = job_for(prepared, tiny_model_path, run_name="broken", config=broken, max_epochs=1)
     with pytest.raises(TrainingFailed) as failure:
         train(job, progress=False)
@@ -239,17 +239,18 @@ def test_broken_config_surfaces_xtuners_error(prepared, tiny_model_path, tmp_pat
 
 
 # ----------------------------------------------------------------------------------------------- training
-def test_smoke_model_is_trained_through_xtuner(smoke_model):
-    assert smoke_model["complete"] and smoke_model["steps"] == smoke_model["planned_steps"]
-    assert Path(smoke_model["checkpoint"]).name == f"iter_{smoke_model['steps']}.pth"
-    assert smoke_model["final_loss"] < 0.5 * smoke_model["first_loss"]
-    assert smoke_model["trained"] == {"llm": "full", "vision": "full", "projector": "full"}
-    assert smoke_model["image_tiling"] == {"max_dynamic_patch": 1, "use_thumbnail": False}
-    assert smoke_model["peak_memory_mb"] > 0
-    data = json.loads(Path(smoke_model["prepared_manifest"]).read_text(encoding="utf-8"))
-    assert data["style"] == "original" and data["counts"]["train_questions"] == 2592
-    curve = training_curve(smoke_model["work_dir"])
-    assert curve[-1]["step"] <= smoke_model["steps"] and len(curve) > 10
+def test_lesson_04s_run_trains_lora_on_the_tiny_base(lesson04_run):
+    run = lesson04_run
+    assert run["complete"] and run["steps"] == run["planned_steps"]
+    assert Path(run["checkpoint"]).name == f"iter_{run['steps']}.pth"
+    assert run["final_loss"] < 0.25 * run["first_loss"]
+    assert run["trained"] == {"llm": "lora", "vision": "frozen", "projector": "full"}
+    assert run["image_tiling"] == {"max_dynamic_patch": None, "use_thumbnail": None}  # the model's own
+    assert Path(run["config"]).name == TINY_CONFIG
+    data = json.loads(Path(run["prepared_manifest"]).read_text(encoding="utf-8"))
+    assert data["counts"]["train_questions"] == 360
+    curve = training_curve(run["work_dir"])
+    assert curve[-1]["step"] == run["steps"] and len(curve) == run["steps"]  # lesson 04 logs every step
 
 
 def test_resume_after_kill_continues_the_schedule(prepared, tiny_model_path):
@@ -270,10 +271,16 @@ def test_resume_after_kill_continues_the_schedule(prepared, tiny_model_path):
     shutil.rmtree(job.work_dir)
 
 
-def test_lessons_05_and_06_default_to_lesson_04s_run_of_a_real_model_and_to_the_smoke_run_otherwise(monkeypatch):
-    from course_utils import training
+def test_the_recipe_is_sized_by_the_model_not_by_where_it_came_from(tiny_model_path, tmp_path):
+    """A copy of the tiny base without the course's markers (a learner's MODEL_PATH) gets the tiny recipe; a model
+    of InternVL2-2B's width, or a hub id, the 2B recipe."""
+    from course_utils.tiny_model import build_config
+    from course_utils.training import LESSON_CONFIG, config_for
 
-    monkeypatch.delenv("MODEL_PATH", raising=False)
-    assert training.default_run_name() == training.SMOKE_RUN_NAME
-    monkeypatch.setenv("MODEL_PATH", "/models/InternVL2-2B")
-    assert training.default_run_name() == training.LESSON_RUN_NAME == "lesson04"
+    copy = shutil.copytree(tiny_model_path, tmp_path / "my-download",
+                           ignore=shutil.ignore_patterns(".course-output.json", "course_build.json"))
+    assert config_for(tiny_model_path) == config_for(copy) == TINY_CONFIG
+    wide = tmp_path / "wide"
+    wide.mkdir()
+    build_config("internvl2-2b", vocab_size=92553).save_pretrained(wide)
+    assert config_for(wide) == config_for("OpenGVLab/InternVL2-2B") == LESSON_CONFIG

@@ -39,7 +39,7 @@ class Recipe:
     """Everything that decides the pretrained weights (with the code and the device)."""
 
     seed: int = 0
-    steps: int = 12000
+    steps: int = 8000
     batch_size: int = 64
     lr: float = 1e-3
     warmup_steps: int = 300

@@ -2,17 +2,18 @@
 
 * :mod:`.config` - the course's XTuner configs in ``configs/`` and what a job's config plans (steps, lr schedule);
 * :mod:`.launcher` - ``xtuner train`` in a subprocess: progress bar, live curve, peak memory, resume, real errors;
-* :mod:`.finetune` - runs in ``RUN_DIR/finetune/<run name>`` with their manifest, and the smoke-trained default;
+* :mod:`.finetune` - runs in ``RUN_DIR/finetune/<run name>`` with their manifest, and lesson 04's run on demand;
 * :mod:`.xtuner_patches` - what XTuner needs on a CPU and on a GPU without DeepSpeed (loaded by the configs);
 * :mod:`.lora` - parameter counts of what LoRA trains and what stays frozen;
 * :mod:`.curve` - the loss / learning-rate curve, live during training.
 """
 
-from .config import LESSON_CONFIG, SMOKE_CONFIG, config_path, configs_dir, load_config, planned_steps, scheduled_lrs
+from .config import (
+    LESSON_CONFIG, TINY_CONFIG, config_for, config_path, configs_dir, load_config, planned_steps, scheduled_lrs,
+)
 from .curve import LiveCurve, plot_training_curve
 from .finetune import (
-    LESSON_RUN_NAME, SMOKE_RUN_NAME, default_run_name, ensure_smoke_data, ensure_smoke_model, finetune, job_for,
-    load_finetune_manifest, run_work_dir,
+    LESSON_RUN_NAME, ensure_finetuned_model, finetune, job_for, load_finetune_manifest, run_work_dir,
 )
 from .launcher import (
     TrainingFailed, TrainingJob, TrainingRefused, TrainingResult, checkpoints, newest_checkpoint, train,
@@ -21,9 +22,8 @@ from .launcher import (
 from .lora import parameter_budget
 
 __all__ = [
-    "LESSON_CONFIG", "LESSON_RUN_NAME", "LiveCurve", "SMOKE_CONFIG", "SMOKE_RUN_NAME", "TrainingFailed", "TrainingJob",
-    "TrainingRefused", "TrainingResult", "checkpoints", "config_path", "configs_dir", "default_run_name", "ensure_smoke_data",
-    "ensure_smoke_model", "finetune", "job_for", "load_config", "load_finetune_manifest", "newest_checkpoint",
-    "parameter_budget", "planned_steps", "plot_training_curve", "run_work_dir", "scheduled_lrs", "train",
-    "training_curve",
+    "LESSON_CONFIG", "LESSON_RUN_NAME", "LiveCurve", "TINY_CONFIG", "TrainingFailed", "TrainingJob", "TrainingRefused",
+    "TrainingResult", "checkpoints", "config_for", "config_path", "configs_dir", "ensure_finetuned_model", "finetune",
+    "job_for", "load_config", "load_finetune_manifest", "newest_checkpoint", "parameter_budget", "planned_steps",
+    "plot_training_curve", "run_work_dir", "scheduled_lrs", "train", "training_curve",
 ]

@@ -11,8 +11,9 @@ from pathlib import Path
 
 from ..paths import project_root, temporary_environment
 
-SMOKE_CONFIG = "internvl2_tiny_smoke.py"
 LESSON_CONFIG = "internvl2_2b_lora_foodieqa.py"
+TINY_CONFIG = "internvl2_tiny_lora_foodieqa.py"  # the same recipe sized for the tiny base
+TINY_MAX_HIDDEN = 512  # an LLM this narrow is the tiny base (or a model of its size): the tiny recipe's sizes fit it
 
 
 def configs_dir() -> Path:
@@ -29,6 +30,19 @@ def config_path(name: str) -> Path:
         known = ", ".join(sorted(p.name for p in configs_dir().glob("*.py")))
         raise FileNotFoundError(f"no XTuner config {name!r}: give a path or one of {known}")
     return path
+
+
+def config_for(model_path: str | Path) -> str:
+    """The lesson's LoRA recipe sized for ``model_path``: the tiny config for a model of the tiny base's size (its
+    copies included), the InternVL2-2B config for anything larger or unknown (a hub id)."""
+    import json
+
+    config_file = Path(model_path) / "config.json"
+    if config_file.is_file():
+        llm = json.loads(config_file.read_text(encoding="utf-8")).get("llm_config", {})
+        if llm.get("hidden_size", TINY_MAX_HIDDEN + 1) <= TINY_MAX_HIDDEN:
+            return TINY_CONFIG
+    return LESSON_CONFIG
 
 
 def load_config(job):
