@@ -52,16 +52,17 @@ def chat_template() -> str:
     )
 
 
-# A small bilingual corpus for the byte-level BPE merges: byte fallback already covers every string, the
+# A small bilingual corpus for the byte-level BPE merges (Chinese words joined by punctuation, so that they are
+# learnt without a leading space): byte fallback already covers every string, the
 # merges only make frequent food-QA words short. Its content decides the vocabulary, so it is part of the build.
 TOKENIZER_CORPUS = [
     "图片中的食物通常属于哪个菜系？", "图片中的食物的主要食材是什么？", "这道菜来自哪个地区？", "图中的菜是",
     "请从下列选项中选择正确答案，只回答选项字母。", "答案：", "选项", "（A) （B) （C) （D)",
-    "川菜 粤菜 鲁菜 苏菜 浙菜 闽菜 湘菜 徽菜 东北菜 新疆菜 西北菜 云南菜 上海菜 京菜",
-    "四川 重庆 广东 山东 江苏 浙江 福建 湖南 安徽 东北 新疆 陕西 云南 上海 北京",
-    "猪肉 牛肉 羊肉 鸡肉 鸭肉 鱼 虾 豆腐 鸡蛋 土豆 茄子 白菜 辣椒 面条 米饭 饺子 包子",
-    "锅包肉 宫保鸡丁 麻婆豆腐 红烧肉 回锅肉 鱼香肉丝 北京烤鸭 小笼包 大盘鸡 羊肉串 白切鸡 糖醋里脊",
-    "红色 绿色 黄色 白色 棕色 圆形 方形 条状 片状 餐馆 家常 街头",
+    "川菜，粤菜，鲁菜，苏菜，浙菜，闽菜，湘菜，徽菜，东北菜，新疆菜，西北菜，云南菜，上海菜，京菜",
+    "四川，重庆，广东，山东，江苏，浙江，福建，湖南，安徽，东北，新疆，陕西，云南，上海，北京",
+    "猪肉，牛肉，羊肉，鸡肉，鸭肉，鱼，虾，豆腐，鸡蛋，土豆，茄子，白菜，辣椒，面条，米饭，饺子，包子",
+    "锅包肉，宫保鸡丁，麻婆豆腐，红烧肉，回锅肉，鱼香肉丝，北京烤鸭，小笼包，大盘鸡，羊肉串，白切鸡，糖醋里脊",
+    "红色，绿色，黄色，白色，棕色，圆形，方形，条状，片状，餐馆，家常，街头",
     "你是由上海人工智能实验室联合商汤科技开发的书生多模态大模型，英文名叫InternVL, 是一个有用无害的人工智能助手。",
     "You are an AI assistant whose name is InternLM (书生·浦语).",
     "Which cuisine does the food in the image belong to? What is the main ingredient of the dish?",

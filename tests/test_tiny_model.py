@@ -35,14 +35,14 @@ def test_tokenizer_vocabulary_fits_the_model(tiny_model_path):
 
 
 def test_ensure_tiny_model_rebuilds_a_stale_or_broken_folder(session_run_dir, monkeypatch):
-    model_dir = ensure_tiny_model()
-    assert is_current_build(model_dir)
+    model_dir, weights = ensure_tiny_model(), tiny_model.shipped_base_weights()
+    assert is_current_build(model_dir, weights=weights) and not is_current_build(model_dir)  # not the random build
     stamp = (model_dir / "model.safetensors").stat().st_mtime_ns
     assert ensure_tiny_model() == model_dir and (model_dir / "model.safetensors").stat().st_mtime_ns == stamp
     monkeypatch.setattr(tiny_model, "BUILDER_VERSION", tiny_model.BUILDER_VERSION + 1)  # as after a code change
-    assert not is_current_build(model_dir)
+    assert not is_current_build(model_dir, weights=weights)
     ensure_tiny_model()
-    assert is_current_build(model_dir)
+    assert is_current_build(model_dir, weights=weights)
 
 
 def test_fewer_layers_keep_the_widths_and_are_never_the_current_build(tmp_path):

@@ -13,17 +13,19 @@ corpus is that stage in miniature. Every sample is one picture drawn by the synt
 Like a real model, the corpus teaches general food knowledge, the ingredient and the cooking method (FoodieQA's
 own wording of those two questions included), and never FoodieQA's regional knowledge: no cuisine, region or
 dish name appears in it. Those are what lesson 04's fine-tuning adds. A sample is a pure function of
-``(seed, index)``, so the corpus is endless, needs no disk, and the same seed gives the same samples.
+``(seed, index)``, so the corpus is endless, needs no disk, and the same seed gives the same samples; every
+picture serves ``QUESTIONS_PER_PICTURE`` consecutive samples (drawing it costs more than training on it).
 """
 
 from __future__ import annotations
 
+import functools
 import random
 import re
 from dataclasses import dataclass
 
 from ..foodieqa.layout import CHOICE_COUNT
-from ..foodieqa.prompts import OPTION_LETTERS, format_options, MCQ_INSTRUCTION
+from ..foodieqa.prompts import DISH_NAME_LINK, MCQ_INSTRUCTION, OPTION_LETTERS, format_options
 from ..foodieqa.synthetic import CUISINES, INGREDIENTS, METHODS, QUESTIONS, Dish, PictureFacts, draw_dish_picture
 
 # What a person calls each drawn thing, (Chinese, English); keyed as the synthetic FoodieQA draws them.
@@ -70,12 +72,15 @@ PAPER_MCQ = {
 }
 EN_MCQ_INSTRUCTION = "Answer with the option's letter."
 TASKS = ("describe", "question", "choice")
+TASK_WEIGHTS = (2, 2, 4)  # letters are the hardest skill for a small model: half the samples practise them
+QUESTIONS_PER_PICTURE = 4
 
 
 @dataclass(frozen=True)
 class Sample:
     """One picture, one question about it and the answer the model learns; ``attribute`` None for descriptions."""
 
+    picture: int  # which picture of the corpus (one serves QUESTIONS_PER_PICTURE samples)
     facts: PictureFacts
     image: object  # PIL.Image.Image
     question: str
@@ -120,6 +125,10 @@ def attribute_options(attribute: str, language: str) -> list[str]:
     if attribute == "position":
         return [names[k] for names in POSITIONS.values()]
     raise ValueError(f"unknown attribute {attribute!r}; choose one of {', '.join(ATTRIBUTES)}")
+
+
+# The fixed words of the Chinese description (``describe``), for the tokenizer's vocabulary
+DESCRIPTION_WORDS = ("一个白色的盘子", "盘边是", "的", "花纹", "盘子里有", "的做法", "盘子在图片的")
 
 
 def describe(facts: PictureFacts, language: str) -> str:
@@ -170,25 +179,33 @@ def choice_question(question: str, options: list[str], language: str, form: str)
     return f"{question}\n{format_options(options)}\n{instruction}"
 
 
+@functools.lru_cache(maxsize=8)
+def draw_picture(seed: int, picture: int):
+    """(image, facts) of picture number ``picture`` of the corpus of ``seed``: a random dish, drawn."""
+    rng = random.Random(f"{seed}:picture:{picture}")
+    dish = Dish(0, rng.choice(CUISINES), rng.choice(INGREDIENTS), rng.choice(METHODS))
+    return draw_dish_picture(dish, rng)
+
+
 def draw_sample(seed: int, index: int, task: str | None = None, attribute: str | None = None,
                 language: str | None = None) -> Sample:
-    """Sample ``index`` of the corpus of ``seed``: a random dish, its picture and one question (task, attribute
-    and language drawn too unless given)."""
+    """Sample ``index`` of the corpus of ``seed``: its picture and one question (task, attribute and language drawn
+    too unless given)."""
+    picture = index // QUESTIONS_PER_PICTURE
+    image, facts = draw_picture(seed, picture)
     rng = random.Random(f"{seed}:{index}")
-    dish = Dish(0, rng.choice(CUISINES), rng.choice(INGREDIENTS), rng.choice(METHODS))
-    image, facts = draw_dish_picture(dish, rng)
     language = language or rng.choice(LANGUAGES)
-    task = task or rng.choices(TASKS, weights=(2, 3, 3))[0]
+    task = task or rng.choices(TASKS, weights=TASK_WEIGHTS)[0]
     k = LANGUAGES.index(language)
     if task == "describe":
         question = rng.choice(DESCRIBE_QUESTIONS)[k]
-        return Sample(facts, image, question, describe(facts, language), task, None, language)
+        return Sample(picture, facts, image, question, describe(facts, language), task, None, language)
     attribute = attribute or rng.choice(ATTRIBUTES)
     question = rng.choice(ATTRIBUTE_QUESTIONS[attribute])[k]
     right = attribute_value(facts, attribute, language)
     if task == "question":
         answer = f"{right}。" if language == "zh" else f"{right[0].upper()}{right[1:]}."
-        return Sample(facts, image, question, answer, task, attribute, language)
+        return Sample(picture, facts, image, question, answer, task, attribute, language)
     others = [option for option in attribute_options(attribute, language) if option != right]
     options = rng.sample(others, min(CHOICE_COUNT - 1, len(others))) + [right]
     rng.shuffle(options)
@@ -196,14 +213,27 @@ def draw_sample(seed: int, index: int, task: str | None = None, attribute: str |
     form = rng.choice(("course", "paper"))
     # the paper's prompt ends with an open "(": the reply continues it with the letter and closes it
     answer = f"{letter})" if form == "paper" else letter
-    return Sample(facts, image, choice_question(question, options, language, form), answer, task, attribute, language)
+    return Sample(picture, facts, image, choice_question(question, options, language, form), answer, task, attribute, language)
 
 
 def vocabulary_texts() -> list[str]:
-    """Texts that carry every word of the corpus once per form: the tokenizer's merges are learnt from them."""
-    texts = [question for pairs in ATTRIBUTE_QUESTIONS.values() for pair in pairs for question in pair]
-    texts += [question for pair in DESCRIBE_QUESTIONS for question in pair]
-    texts += [" ".join(attribute_options(attribute, language)) for attribute in ATTRIBUTES for language in LANGUAGES]
-    texts += [draw_sample(0, index, task="describe", language=language).answer
-              for index in range(12) for language in LANGUAGES]
-    return texts + [EN_MCQ_INSTRUCTION, PAPER_MCQ["zh"], PAPER_MCQ["en"]]
+    """Texts whose words the tokenizer's merges are learnt from: the corpus's words, and FoodieQA's answers.
+
+    Words, not sentences: merges learnt from whole sentences fuse neighbouring words ("盘边是红色的圆点花纹" as one
+    token), and a combination the sentences missed falls apart into pieces. The answers (cuisines, regions, dish
+    names) never appear in the corpus, but fine-tuning teaches them: a real model's vocabulary holds such words
+    whole, and a tiny model learns them far faster as whole tokens than as the byte pieces a byte-level tokenizer
+    falls back to. Words are joined by punctuation, not spaces: from "a 川菜" the tokenizer would learn " 川菜".
+    """
+    words = list(DESCRIPTION_WORDS)
+    words += [option for attribute in ATTRIBUTES for language in LANGUAGES
+              for option in attribute_options(attribute, language)]
+    words += [word for entry in PIECES.values() for word in entry] + [word for pair in SAUCES.values() for word in pair]
+    words += [word for c in CUISINES for word in (c.name, c.region, c.dish_prefix, c.name_en, c.region_en, c.style_en)]
+    words += [DISH_NAME_LINK.lstrip("，"), EN_MCQ_INSTRUCTION]
+    questions = [question for pairs in ATTRIBUTE_QUESTIONS.values() for pair in pairs for question in pair]
+    questions += [question for pair in DESCRIBE_QUESTIONS for question in pair]
+    questions += [question for _, zh, en in QUESTIONS for question in (zh, en)]
+    # English words are pre-tokenized at spaces, so whole sentences teach them without fusing neighbours
+    english = [draw_sample(0, index * QUESTIONS_PER_PICTURE, task="describe", language="en").answer for index in range(12)]
+    return ["，".join(words)] * 8 + questions + english + [MCQ_INSTRUCTION, PAPER_MCQ["zh"], PAPER_MCQ["en"]]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..foodieqa.prompts import format_question, parse_reply
 from ..foodieqa.synthetic import QUESTIONS, make_question
-from .corpus import ATTRIBUTES, LANGUAGES, attribute_value, draw_sample, read_description
+from .corpus import ATTRIBUTES, LANGUAGES, QUESTIONS_PER_PICTURE, attribute_value, draw_sample, read_description
 
 HELDOUT_SEED = 1  # the shipped weights were pretrained on the corpus of seed 0: these pictures are new to them
 
@@ -56,8 +56,11 @@ def evaluate_base(model_dir: str | Path, device: str = "cpu", pictures: int = 12
     model, tokenizer = load_for_evaluation(model_dir, device)
     result: dict = {"pictures": pictures, "seed": HELDOUT_SEED}
 
-    described = [draw_sample(HELDOUT_SEED, index, task="describe", language=LANGUAGES[index % 2])
-                 for index in range(pictures)]
+    # one sample per picture: sample k * QUESTIONS_PER_PICTURE is the first of picture k
+    def heldout(number: int, **kwargs):
+        return draw_sample(HELDOUT_SEED, number * QUESTIONS_PER_PICTURE, **kwargs)
+
+    described = [heldout(index, task="describe", language=LANGUAGES[index % 2]) for index in range(pictures)]
     replies = answer_all(model, tokenizer, [(s.image, s.question) for s in described], max_new_tokens=96)
     per_attribute = {attribute: 0 for attribute in ATTRIBUTES}
     for sample, reply in zip(described, replies):
@@ -67,7 +70,7 @@ def evaluate_base(model_dir: str | Path, device: str = "cpu", pictures: int = 12
     result["description"] = {a: share(n, pictures) for a, n in per_attribute.items()}
     result["description_examples"] = [{"language": s.language, "reply": r} for s, r in zip(described[:4], replies)]
 
-    asked = [draw_sample(HELDOUT_SEED, 100_000 + index, task="question", attribute=ATTRIBUTES[index % len(ATTRIBUTES)])
+    asked = [heldout(100_000 + index, task="question", attribute=ATTRIBUTES[index % len(ATTRIBUTES)])
              for index in range(pictures)]
     replies = answer_all(model, tokenizer, [(s.image, s.question) for s in asked], max_new_tokens=16)
     by_attribute: dict[str, list[bool]] = {attribute: [] for attribute in ATTRIBUTES}
@@ -79,7 +82,7 @@ def evaluate_base(model_dir: str | Path, device: str = "cpu", pictures: int = 12
     rng = random.Random(HELDOUT_SEED)
     foodieqa, samples = [], []
     for index in range(pictures):
-        picture = draw_sample(HELDOUT_SEED, 200_000 + index, task="describe")
+        picture = heldout(200_000 + index, task="describe")
         question_type = QUESTIONS[index % len(QUESTIONS)][0]
         record = make_question(picture.facts.dish, question_type, rng.randrange(4), f"q{index}", {}, rng)
         foodieqa.append(record)

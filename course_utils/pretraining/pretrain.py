@@ -70,6 +70,7 @@ class CorpusDataset:
     def __init__(self, tokenizer, seed: int, length: int, image_size: int, num_image_token: int, start: int = 0):
         self.tokenizer, self.seed, self.length, self.start = tokenizer, seed, length, start
         self.image_size, self.num_image_token = image_size, num_image_token
+        self._pixels = (None, None)  # (picture number, its tile) of the last sample
 
     def __len__(self) -> int:
         return self.length
@@ -79,8 +80,9 @@ class CorpusDataset:
 
         sample = draw_sample(self.seed, self.start + index)
         input_ids, labels = encode_sample(self.tokenizer, sample.question, sample.answer, self.num_image_token)
-        pixel_values = load_image(sample.image, self.image_size, max_num=1)  # (1, 3, S, S)
-        return input_ids, labels, pixel_values
+        if self._pixels[0] != sample.picture:  # consecutive samples share a picture: its tile is made once
+            self._pixels = (sample.picture, load_image(sample.image, self.image_size, max_num=1))  # (1, 3, S, S)
+        return input_ids, labels, self._pixels[1]
 
 
 def collate(batch, pad_id: int):
