@@ -10,12 +10,15 @@ loads those weights, merges each LoRA update into its frozen weight (``W + (alph
   files (OpenGVLab's or the course's: XTuner's script copies only the ``configuration_*.py`` files, so the result
   did not load), the tokenizer with its chat template (LMDeploy 0.10 reads the template from there),
   ``generation_config.json``, and ``config.json`` with ``torch_dtype`` set to the saved dtype and the image tiling
-  the model was trained with (``max_dynamic_patch``, ``use_thumbnail`` of the training dataset, where the config
-  sets them), so that every engine shows it pictures as training did;
+  the model was trained with, so that every engine shows it pictures as training did: the training dataset's
+  ``min/max_dynamic_patch`` and ``use_thumbnail``, or the base model's own where the config leaves them to the
+  model (``None``; written as ``null`` they broke every reader of ``config.json``);
 * checks that every trained tensor of the checkpoint found its place in the model (a silent partial load would
   leave uninitialised LoRA matrices) and that the merged weights have exactly the base model's names;
 * writes through :func:`course_utils.outputs.staged_output`: never into the base model's folder or over a folder it
   did not make, and an interrupted conversion leaves no folder that looks finished.
+* records what it made the folder from in ``course-conversion.json``: the checkpoint, the base model, the dtype,
+  how many LoRA layers of the LLM and of the ViT it merged, and the tiling written into ``config.json``.
 
 The folder loads with ``AutoModel.from_pretrained(out, trust_remote_code=True)`` and with LMDeploy.
 """
@@ -110,6 +113,13 @@ def load_trained_weights(xtuner_model, state_dict: dict) -> None:
     xtuner_model.load_state_dict(state_dict, strict=False)  # strict=False: the frozen weights come from the base
 
 
+def lora_layers(module) -> int:
+    """How many layers of ``module`` carry a LoRA adapter (peft's ``LoraLayer``)."""
+    from peft.tuners.lora import LoraLayer
+
+    return sum(isinstance(layer, LoraLayer) for layer in module.modules())
+
+
 def merge_lora(xtuner_model):
     """The plain ``InternVLChatModel`` in float32 with every LoRA update merged into its weight."""
     import torch
@@ -139,15 +149,18 @@ def base_weight_names(base_model: Path) -> set[str] | None:
     return names
 
 
-def training_image_settings(cfg) -> dict:
-    """The tiling settings the training dataset overrides (``min/max_dynamic_patch``, ``use_thumbnail``)."""
+def training_image_settings(cfg, base_config: dict) -> dict:
+    """The tiling training used (``min/max_dynamic_patch``, ``use_thumbnail``): the training dataset's values, and
+    the base model's own where the dataset leaves them to the model (absent or ``None``, as XTuner then reads them)."""
     dataset = cfg.get("train_dataset") or cfg.get("train_dataloader", {}).get("dataset", {})
-    return {key: dataset[key] for key in IMAGE_SETTINGS if key in dataset}
+    settings = {key: base_config[key] for key in IMAGE_SETTINGS if key in base_config}
+    settings.update({key: dataset[key] for key in IMAGE_SETTINGS if dataset.get(key) is not None})
+    return settings
 
 
 def copy_model_files(base_model: Path, out: Path, dtype_name: str, image_settings: dict) -> list[str]:
     """Copy the base folder's non-weight files into ``out``; write its ``config.json`` with ``dtype_name`` and the
-    training's ``image_settings``."""
+    tiling training used (``image_settings``)."""
     copied = []
     for path in sorted(base_model.iterdir()):
         if path.is_file() and path.name not in NOT_COPIED and not path.name.endswith(WEIGHT_SUFFIXES):
@@ -203,21 +216,23 @@ def convert_checkpoint(checkpoint: str | Path, out: str | Path, config: str | Pa
                                 "folder the checkpoint was trained from")
     protected = [base, checkpoint]
     check_output(out, CONVERTED_KIND, force=force, protected=protected)  # refuse before the slow part
+    base_config = json.loads((base / "config.json").read_text(encoding="utf-8"))
     if dtype == "auto":
-        dtype = json.loads((base / "config.json").read_text(encoding="utf-8")).get("torch_dtype") or "bfloat16"
+        dtype = base_config.get("torch_dtype") or "bfloat16"
     xtuner_model = build_training_model(cfg, base)
     load_trained_weights(xtuner_model, state_dict)
+    merged_lora = {"llm": lora_layers(xtuner_model.model.language_model),
+                   "vision": lora_layers(xtuner_model.model.vision_model)}
     chat_model = merge_lora(xtuner_model)
     with staged_output(out, kind=CONVERTED_KIND, force=force, protected=protected) as staging:
-        image_settings = training_image_settings(cfg)
+        image_settings = training_image_settings(cfg, base_config)
         copied = copy_model_files(base, staging, dtype, image_settings)
         save_weights(chat_model, staging, dtype, base_weight_names(base))
         record = {
             "checkpoint": str(checkpoint), "checkpoint_bytes": checkpoint.stat().st_size if checkpoint.is_file() else None,
             "checkpoint_mtime": checkpoint.stat().st_mtime, "base_model": str(base), "dtype": dtype,
-            "merged_lora": {"llm": bool(xtuner_model.use_llm_lora), "vision": bool(xtuner_model.use_visual_encoder_lora)},
-            "trained_tensors": len(state_dict), "image_settings": image_settings, "copied_files": copied,
-            "seconds": round(time.perf_counter() - start, 1),
+            "merged_lora": merged_lora, "trained_tensors": len(state_dict),
+            "image_settings": image_settings, "copied_files": copied, "seconds": round(time.perf_counter() - start, 1),
         }
         (staging / CONVERSION_FILE).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
     return Path(out).expanduser().resolve()
