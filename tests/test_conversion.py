@@ -6,7 +6,9 @@ the LLM's linear layers, trained projector, the model's own tiling), made two wa
 
 * ``lora_run``: XTuner's training-time model built from the recipe, its trained tensors moved away from their
   initial values (LoRA's B is no longer zero) and saved as mmengine's checkpoint hook saves (``meta`` with the
-  config, ``state_dict`` of what trains).
+  config, ``state_dict`` of what trains);
+* ``zero2_checkpoint``: a real ``xtuner train`` of the recipe under DeepSpeed ZeRO-2 on the CPU, whose checkpoint
+  is a folder.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import torch
 
 from course_utils.outputs import MARKER_FILE, OutputRefused
 from course_utils.tiny_model import BUILD_INFO_FILE
-from course_utils.training import LESSON_CONFIG, job_for, load_config
+from course_utils.training import LESSON_CONFIG, job_for, load_config, train
 from course_utils.training.convert import CONVERSION_FILE, convert_checkpoint, is_conversion_of, read_conversion
 
 TILING = ("min_dynamic_patch", "max_dynamic_patch", "use_thumbnail")
@@ -147,6 +149,53 @@ def test_config_json_keeps_the_base_models_tiling_where_the_recipe_leaves_it_to_
     picture = picture.resize((3 * picture.width, picture.height))  # a wide photo: several tiles and a thumbnail
     tiles = image_pixel_values(load_folder(converted), picture)
     assert len(tiles) > 1 and torch.equal(tiles, image_pixel_values(load_folder(learner_model), picture))
+
+
+@pytest.fixture(scope="module")
+def zero2_run(prepared, learner_model):
+    """(job, checkpoint folder) of the recipe trained by ``xtuner train`` under DeepSpeed ZeRO-2 on one CPU process,
+    stopped once the checkpoint of step 2 is saved (steps 1 and 2 are one optimizer step: LoRA's B has moved)."""
+    job = job_for(prepared, learner_model, run_name="lesson-recipe-zero2", config=LESSON_CONFIG, max_epochs=1,
+                  save_steps=2, deepspeed="deepspeed_zero2")
+    return job, train(job, fresh=True, stop_after_step=2, progress=False).checkpoint
+
+
+def test_a_zero2_checkpoint_folder_of_the_recipe_converts_without_its_config(zero2_run, learner_model,
+                                                                             training_batch, tmp_path):
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+    from mmengine.config import Config
+    from xtuner.registry import BUILDER
+
+    job, checkpoint = zero2_run
+    assert checkpoint.is_dir()
+    converted = convert_checkpoint(checkpoint, tmp_path / "merged", dtype="float32")  # no config, no base model
+    record = read_conversion(converted)
+    assert record["base_model"] == str(learner_model) and record["merged_lora"]["llm"] > 0
+    assert is_conversion_of(converted, checkpoint)  # lesson 05 run again reuses it
+    config = json.loads((converted / "config.json").read_text())
+    assert (config["max_dynamic_patch"], config["use_thumbnail"]) == (6, True)  # the base model's tiling
+    # the training-time model: the config xtuner train dumped into the work dir, the checkpoint's float32 weights
+    weights = get_fp32_state_dict_from_zero_checkpoint(str(job.work_dir), tag=checkpoint.name)
+    assert all(weights[name].abs().max() > 0 for name in weights if "lora_B" in name)
+    trained = BUILDER.build(Config.fromfile(str(job.work_dir / LESSON_CONFIG)).model)
+    trained.load_state_dict(weights, strict=False)
+    trained = trained.float().eval()
+    merged = folder_logits(converted, training_batch, trained.model.img_context_token_id)
+    assert max_difference(merged, training_time_logits(trained, training_batch), training_batch) <= 1e-5
+
+
+def test_a_checkpoint_folder_without_its_config_says_how_to_convert_it(zero2_run, tmp_path):
+    job, checkpoint = zero2_run
+    copy = shutil.copytree(checkpoint, tmp_path / checkpoint.name)
+    states_file = copy / "mp_rank_00_model_states.pt"
+    states = torch.load(states_file, map_location="cpu", weights_only=False)
+    del states["meta"]  # where mmengine keeps the config
+    torch.save(states, states_file)
+    with pytest.raises(ValueError, match="carries no training config: pass config= the XTuner config it was trained"):
+        convert_checkpoint(copy, tmp_path / "merged")
+    assert not (tmp_path / "merged").exists()
+    converted = convert_checkpoint(copy, tmp_path / "merged", config=job.work_dir / LESSON_CONFIG)  # the named fix
+    assert read_conversion(converted)["merged_lora"]["llm"] > 0
 
 
 def test_converted_folder_is_complete_and_bfloat16_is_the_float32_merge_rounded(lora_run, converted, tmp_path):
