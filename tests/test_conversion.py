@@ -7,7 +7,7 @@ the LLM's linear layers, trained projector, the model's own tiling), made two wa
 * ``lora_run``: XTuner's training-time model built from the recipe, its trained tensors moved away from their
   initial values (LoRA's B is no longer zero) and saved as mmengine's checkpoint hook saves (``meta`` with the
   config, ``state_dict`` of what trains);
-* ``zero2_checkpoint``: a real ``xtuner train`` of the recipe under DeepSpeed ZeRO-2 on the CPU, whose checkpoint
+* ``zero2_run``: a real ``xtuner train`` of the recipe under DeepSpeed ZeRO-2 on the CPU, whose checkpoint
   is a folder.
 """
 
@@ -23,9 +23,9 @@ import torch
 from course_utils.outputs import MARKER_FILE, OutputRefused
 from course_utils.tiny_model import BUILD_INFO_FILE
 from course_utils.training import LESSON_CONFIG, job_for, load_config, train
-from course_utils.training.convert import CONVERSION_FILE, convert_checkpoint, is_conversion_of, read_conversion
-
-TILING = ("min_dynamic_patch", "max_dynamic_patch", "use_thumbnail")
+from course_utils.training.convert import (
+    CONVERSION_FILE, IMAGE_SETTINGS, convert_checkpoint, is_conversion_of, read_conversion,
+)
 
 
 @pytest.fixture(scope="module")
@@ -140,9 +140,9 @@ def test_config_json_keeps_the_base_models_tiling_where_the_recipe_leaves_it_to_
     assert all(lesson_config.train_dataset[key] is None for key in ("max_dynamic_patch", "use_thumbnail"))
     base_config = json.loads((learner_model / "config.json").read_text())
     config = json.loads((converted / "config.json").read_text())
-    assert {key: config[key] for key in TILING} == {key: base_config[key] for key in TILING}
+    assert {key: config[key] for key in IMAGE_SETTINGS} == {key: base_config[key] for key in IMAGE_SETTINGS}
     assert (base_config["max_dynamic_patch"], base_config["use_thumbnail"]) == (6, True)  # concrete, not null
-    assert read_conversion(converted)["image_settings"] == {key: base_config[key] for key in TILING}
+    assert read_conversion(converted)["image_settings"] == {key: base_config[key] for key in IMAGE_SETTINGS}
     # lesson 05 reads the tiling from config.json: the converted model sees a picture as the base model does
     data = load_manifest(prepared)
     picture = Image.open(Path(data["image_folder"]) / json.loads(Path(data["train_path"]).read_text())[0]["image"])
