@@ -141,14 +141,15 @@ def test_config_json_keeps_the_base_models_tiling_where_the_recipe_leaves_it_to_
     base_config = json.loads((learner_model / "config.json").read_text())
     config = json.loads((converted / "config.json").read_text())
     assert {key: config[key] for key in IMAGE_SETTINGS} == {key: base_config[key] for key in IMAGE_SETTINGS}
-    assert (base_config["max_dynamic_patch"], base_config["use_thumbnail"]) == (6, True)  # concrete, not null
+    assert (base_config["max_dynamic_patch"], base_config["use_thumbnail"]) == (1, True)  # concrete, not null
     assert read_conversion(converted)["image_settings"] == {key: base_config[key] for key in IMAGE_SETTINGS}
     # lesson 05 reads the tiling from config.json: the converted model sees a picture as the base model does
     data = load_manifest(prepared)
     picture = Image.open(Path(data["image_folder"]) / json.loads(Path(data["train_path"]).read_text())[0]["image"])
-    picture = picture.resize((3 * picture.width, picture.height))  # a wide photo: several tiles and a thumbnail
+    picture = picture.resize((3 * picture.width, picture.height))  # a wide photo: as many tiles as the base allows
     tiles = image_pixel_values(load_folder(converted), picture)
-    assert len(tiles) > 1 and torch.equal(tiles, image_pixel_values(load_folder(learner_model), picture))
+    assert len(tiles) == base_config["max_dynamic_patch"]
+    assert torch.equal(tiles, image_pixel_values(load_folder(learner_model), picture))
 
 
 @pytest.fixture(scope="module")
@@ -173,7 +174,7 @@ def test_a_zero2_checkpoint_folder_of_the_recipe_converts_without_its_config(zer
     assert record["base_model"] == str(learner_model) and record["merged_lora"]["llm"] > 0
     assert is_conversion_of(converted, checkpoint)  # lesson 05 run again reuses it
     config = json.loads((converted / "config.json").read_text())
-    assert (config["max_dynamic_patch"], config["use_thumbnail"]) == (6, True)  # the base model's tiling
+    assert (config["max_dynamic_patch"], config["use_thumbnail"]) == (1, True)  # the base model's tiling
     # the training-time model: the config xtuner train dumped into the work dir, the checkpoint's float32 weights
     weights = get_fp32_state_dict_from_zero_checkpoint(str(job.work_dir), tag=checkpoint.name)
     assert all(weights[name].abs().max() > 0 for name in weights if "lora_B" in name)
@@ -259,19 +260,19 @@ def test_a_checkpoint_that_does_not_match_its_config_is_refused(lora_run, tmp_pa
     assert not (tmp_path / "merged").exists()
 
 
-def test_the_smoke_run_of_xtuner_train_converts_to_its_training_time_logits(smoke_model, tmp_path):
-    """The real thing: the checkpoint ``xtuner train`` wrote for the embedded default (shared by the session)."""
+def test_lesson_04s_run_converts_to_its_training_time_logits(lesson04_run, tmp_path):
+    """The real thing: the checkpoint lesson 04's ``xtuner train`` wrote on the default (shared by the session)."""
     from mmengine.config import Config
     from xtuner.registry import BUILDER
 
-    checkpoint = smoke_model["checkpoint"]
+    checkpoint = lesson04_run["checkpoint"]
     content = torch.load(checkpoint, map_location="cpu", weights_only=False)
     config_path = tmp_path / "trained_with.py"
     config_path.write_text(content["meta"]["cfg"], encoding="utf-8")  # the config as mmengine ran it
     trained = BUILDER.build(Config.fromfile(str(config_path)).model)
     trained.load_state_dict(content["state_dict"], strict=False)
     trained = trained.float().eval()
-    converted = convert_checkpoint(checkpoint, tmp_path / "smoke-merged", dtype="float32")
+    converted = convert_checkpoint(checkpoint, tmp_path / "lesson04-merged", dtype="float32")
     torch.manual_seed(3)
     image_tokens = [trained.model.img_context_token_id] * trained.model.num_image_token
     batch = dict(pixel_values=torch.randn(1, 3, 224, 224), input_ids=torch.tensor([[1, 5] + image_tokens + [9, 4]]),
@@ -282,4 +283,4 @@ def test_the_smoke_run_of_xtuner_train_converts_to_its_training_time_logits(smok
         base = folder_logits(trained.model.config._name_or_path, batch, trained.model.img_context_token_id)
     assert torch.allclose(merged, expected, atol=1e-5, rtol=1e-4), (merged - expected).abs().max()
     assert (base - expected).abs().max() > 1e-2  # training moved the weights: the comparison can fail
-    assert json.loads((converted / "config.json").read_text())["max_dynamic_patch"] == 1  # the smoke tiling
+    assert json.loads((converted / "config.json").read_text())["max_dynamic_patch"] == 1  # the tiny base's tiling

@@ -55,7 +55,7 @@ def test_the_converted_folder_merges_lora_and_keeps_concrete_tiling(learner):
     # the training config says None ("the model's own tiling"): the base's own values, never null
     assert config["max_dynamic_patch"] == base["max_dynamic_patch"] == 1
     assert config["use_thumbnail"] is base["use_thumbnail"] is True
-    assert figures["05"]["merged_lora"] == {"llm": True, "vision": False}
+    assert figures["05"]["merged_lora"]["llm"] > 0 and figures["05"]["merged_lora"]["vision"] == 0  # layers merged
     assert figures["05"]["converted_tiling"] == {"max_dynamic_patch": 1, "use_thumbnail": True}
     conversion = json.loads((converted / "course-conversion.json").read_text(encoding="utf-8"))
     assert conversion["base_model"] == str(download)
