@@ -6,7 +6,7 @@
 #   * sizes: rank 16 of the tiny LLM's 192 dimensions (alpha / r = 2 as in the 2B recipe), 1024 tokens (one
 #     64-token tile and a short question and answer), batch 8, no gradient checkpointing (nothing to save);
 #   * paths: the default model is the embedded tiny base (runs/models/tiny-internvl2), images the synthetic FoodieQA;
-#   * schedule: lr 1e-3 for a model a thousand times smaller, more epochs over a smaller split, and the dist
+#   * schedule: lr 2e-3 for a model a thousand times smaller, 10 epochs of a smaller split, and the dist
 #     backend gloo (a CPU) unless the launcher says nccl.
 # Run by course_utils.training (lesson 04, the embedded default); by hand:
 #   PYTHONPATH=. COURSE_MODEL_PATH=... COURSE_TRAIN_JSON=... COURSE_IMAGE_FOLDER=... \
@@ -23,8 +23,8 @@ max_length = 1024  # one 64-token tile and a short question and answer
 batch_size = 8  # per device
 accumulative_counts = 1
 dataloader_num_workers = 1  # one worker decodes pictures while the main process trains (2-core CPU)
-max_epochs = {{'$COURSE_MAX_EPOCHS:6'}}
-lr = 1e-3
+max_epochs = {{'$COURSE_MAX_EPOCHS:10'}}
+lr = 2e-3
 betas = (0.9, 0.999)
 weight_decay = 0.05
 max_norm = 1.0  # gradient clipping

@@ -22,6 +22,15 @@ def test_lesson_02_uses_auto_and_records_every_step(executed_notebook):
     assert figures["exercise_requests"] == SMOKE_REQUESTS
 
 
+def test_lesson_02_shows_the_base_describing_the_dish(executed_notebook):
+    """The tiny base is pretrained: asked to describe the picture, it names the rim, the pieces and the sauce."""
+    from course_utils.pretraining.corpus import read_description
+
+    _, figures = executed_notebook("02")
+    described = read_description(figures["base_description"], "zh")
+    assert {"rim_colour", "rim_pattern", "ingredient", "method"} <= set(described), figures["base_description"]
+
+
 def test_lesson_02_measures_one_at_a_time_and_batched_on_the_same_requests(executed_notebook):
     _, figures = executed_notebook("02")
     one_by_one, batched = figures["throughput"][:2]

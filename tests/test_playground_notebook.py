@@ -1,8 +1,5 @@
-"""Lesson 06 under papermill on the default: the playground is built and answers one held-out dish.
-
-What the lesson shows depends on the run directory: with lesson 05's converted model there (when lesson 05 ran
-earlier in the session) the gallery and the tiles follow it, so the expectations are worked out the same way.
-"""
+"""Lesson 06 under papermill on the default, after lessons 04 and 05 as a learner runs them: the playground is
+built and answers one held-out dish with the base and the fine-tuned model side by side."""
 
 from __future__ import annotations
 
@@ -19,6 +16,7 @@ pytestmark = pytest.mark.notebook
 @pytest.fixture(scope="module")
 def lesson(executed_notebook, tiny_model_path):
     """The recorded figures, the first gallery dish and the tiles the lesson asked with."""
+    executed_notebook("05")  # lesson 05 converts lesson 04's run: the model of the fine-tuned pane
     _, figures = executed_notebook("06")
     finetuned = pg.find_finetuned_model(tiny_model_path)
     first = pg.held_out_gallery(pg.held_out_manifest(finetuned)[0], limit=1)[0]
@@ -47,11 +45,20 @@ def test_the_base_pane_answered_with_the_models_greedy_answer(lesson, tiny_model
     assert figures["base_tokens_per_second"] > 0
 
 
-def test_the_finetuned_pane_answers_or_says_how_to_make_the_model(lesson):
+def test_the_finetuned_pane_answers_with_lesson_05s_model(lesson):
     figures, finetuned, _, _ = lesson
-    if finetuned is None:  # lessons 04/05 have not run in this run directory
-        assert figures["finetuned_model"] is None and figures["finetuned_answer"] is None
-        assert figures["finetuned_pane"] == pg.FINETUNE_HINT
-    else:
-        assert figures["finetuned_model"] == str(finetuned) and figures["finetuned_answer_tokens"] > 0
+    assert figures["finetuned_model"] == str(finetuned) and figures["finetuned_answer_tokens"] > 0
     assert figures["gpu_memory_gib"] is None or figures["gpu_memory_gib"] > 0
+
+
+def test_the_base_describes_and_the_finetuned_model_names_the_cuisine(lesson):
+    """Side by side on a held-out dish: the base describes it coherently, the fine-tuned model answers the
+    dish's question in the trained form (its cuisine or region first, then the dish)."""
+    from course_utils.foodieqa.prompts import DISH_NAME_LINK
+    from course_utils.pretraining.corpus import read_description
+
+    figures, _, _, _ = lesson
+    described = read_description(figures["base_description"], "zh")
+    assert {"rim_colour", "rim_pattern", "ingredient", "method"} <= set(described), figures["base_description"]
+    assert DISH_NAME_LINK not in figures["base_answer"]  # the base never learnt FoodieQA's answer form
+    assert DISH_NAME_LINK in figures["finetuned_answer"]

@@ -19,7 +19,7 @@ def test_the_interrupted_run_resumes_at_the_next_step_and_finishes(lesson):
     _, figures = lesson
     assert figures["interrupted_at_step"] == 20
     assert figures["resumed_from_step"] == 20 and figures["first_resumed_step"] == 21
-    assert figures["steps"] == figures["planned_steps"] == 6 * -(-360 // 8)  # 6 epochs of lesson 03's 360 questions
+    assert figures["steps"] == figures["planned_steps"] == 10 * -(-360 // 8)  # 10 epochs of lesson 03's 360 questions
     assert figures["resumed_lr_matches_schedule"] is True
     assert figures["final_loss"] < 0.25 * figures["first_loss"]
     assert figures["peak_memory_mb"] > 0

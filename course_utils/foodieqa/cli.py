@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .prompts import PROMPT_STYLES
+from .prompts import DEFAULT_STYLE, PROMPT_STYLES
 
 FORCE_HELP = "replace OUT even if the course did not make it (never the source data)"
 
@@ -26,7 +26,8 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     prepare = subparsers.add_parser("prepare-foodieqa", help="validate FoodieQA and convert it for XTuner")
     prepare.add_argument("src", help="unzipped FoodieQA folder, FoodieQA.zip, or 'download'")
     prepare.add_argument("out", help="folder for train.json, test.json, validation_report.json, manifest.json")
-    prepare.add_argument("--style", choices=PROMPT_STYLES, default="mcq", help="prompt style (default mcq)")
+    prepare.add_argument("--style", choices=PROMPT_STYLES, default=DEFAULT_STYLE,
+                         help=f"prompt style (default {DEFAULT_STYLE})")
     prepare.add_argument("--test-fraction", type=float, default=0.25, help="share of dishes held out (default 0.25)")
     prepare.add_argument("--seed", type=int, default=0, help="seed of the dish split (default 0)")
     prepare.add_argument("--force", action="store_true", help=FORCE_HELP)

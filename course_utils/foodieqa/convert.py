@@ -23,7 +23,7 @@ from pathlib import Path
 from ..outputs import check_output, staged_output
 from ..paths import prepared_dir
 from .layout import SIVQA_FILE, FoodieQAFormatError, answer_index, find_foodieqa_root, sha256_of
-from .prompts import build_target, check_style, format_question
+from .prompts import DEFAULT_STYLE, build_target, check_style, format_question
 from .validate import ValidationReport, validate_foodieqa
 
 TRAIN_FILE = "train.json"
@@ -146,7 +146,7 @@ class PreparedFoodieQA:
 def prepare_foodieqa(
     src: str | Path,
     out: str | Path | None = None,
-    style: str = "mcq",
+    style: str = DEFAULT_STYLE,
     test_fraction: float = 0.25,
     seed: int = 0,
     report: ValidationReport | None = None,

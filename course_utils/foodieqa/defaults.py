@@ -10,6 +10,7 @@ from pathlib import Path
 from ..paths import DOWNLOAD_KEYWORD, env_path, foodieqa_download_dir, prepared_dir, synthetic_data_dir
 from .convert import load_manifest, prepare_foodieqa
 from .layout import SIVQA_FILE, find_foodieqa_root
+from .prompts import DEFAULT_STYLE
 from .synthetic import make_synthetic_foodieqa
 
 SYNTHETIC_DISHES = 40
@@ -56,7 +57,7 @@ def resolve_data_root(data_root: str | Path | None = None) -> Path:
 
 
 def ensure_prepared_foodieqa(
-    data_root: str | Path | None = None, style: str = "mcq", test_fraction: float = 0.25, seed: int = 0
+    data_root: str | Path | None = None, style: str = DEFAULT_STYLE, test_fraction: float = 0.25, seed: int = 0
 ) -> dict:
     """The manifest of converted data in ``prepared_dir()``; converts first if missing or made with other settings."""
     src = resolve_data_root(data_root)

@@ -13,6 +13,10 @@ import re
 from .layout import answer_index
 
 PROMPT_STYLES = ("mcq", "original")
+# What lesson 03 converts to by default: the original lesson's answer text. The tiny base answers letters at chance
+# (its pretraining corpus asks half its questions with letters, and a model of its size did not learn to match an
+# option to its letter), so only this style is learnt on the default; lesson 05 measures both.
+DEFAULT_STYLE = "original"
 OPTION_LETTERS = "ABCD"
 DISH_NAME_LINK = "，图中的菜是"
 MCQ_INSTRUCTION = "请直接回答选项的字母。"
