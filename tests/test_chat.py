@@ -21,9 +21,10 @@ def test_load_model_uses_float32_on_cpu_and_eval_mode(model_and_tokenizer):
 
 def test_image_tiles_follow_the_model_config(model_and_tokenizer):
     model, _ = model_and_tokenizer
-    tiles = image_pixel_values(model, Image.new("RGB", (672, 224)))  # 3:1 -> 3 tiles + thumbnail at 224 px
+    assert model.config.max_dynamic_patch == 1  # the tiny base sees one 224-px tile a picture
+    assert tuple(image_pixel_values(model, Image.new("RGB", (672, 224))).shape) == (1, 3, 224, 224)
+    tiles = image_pixel_values(model, Image.new("RGB", (672, 224)), max_num=6)  # 3:1 -> 3 tiles + thumbnail
     assert tuple(tiles.shape) == (4, 3, 224, 224)
-    assert image_pixel_values(model, Image.new("RGB", (672, 224)), max_num=1).shape[0] == 1
 
 
 def test_streamed_pieces_join_to_the_chat_answer(model_and_tokenizer):

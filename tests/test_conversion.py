@@ -103,11 +103,28 @@ def load_folder(model_path):
     return AutoModel.from_pretrained(model_path, trust_remote_code=True, torch_dtype=torch.float32).eval()
 
 
-def folder_logits(model_path, batch, img_context_token_id):
-    model = load_folder(model_path)
+def folder_logits(model_path, batch, img_context_token_id, dtype=torch.float32):
+    model = load_folder(model_path).to(dtype)
     model.img_context_token_id = img_context_token_id  # chat() sets it from the tokenizer; forward() needs it
     with torch.no_grad():
-        return model(**batch).logits
+        return model(**in_precision(batch, dtype)).logits
+
+
+def in_precision(batch, dtype):
+    return {key: value.to(dtype) if value.is_floating_point() else value for key, value in batch.items()}
+
+
+def float64_logits(xtuner_model, batch):
+    """The training-time logits computed in float64 (the model is put back to float32 after).
+
+    The merge is compared in float64: the merged folder's float32 weights against the adapters applied on the fly,
+    without the rounding of float32 matrix products, whose order differs between the two (2e-5 apart on the
+    pretrained tiny base's logits of magnitude 7, in float32)."""
+    xtuner_model.double()
+    try:
+        return training_time_logits(xtuner_model, in_precision(batch, torch.float64))
+    finally:
+        xtuner_model.float()
 
 
 def max_difference(logits, expected, batch) -> float:
@@ -119,11 +136,11 @@ def max_difference(logits, expected, batch) -> float:
 def test_the_merged_model_gives_the_adapter_models_logits(lora_run, converted, training_batch):
     xtuner_model, _ = lora_run
     image_token = xtuner_model.model.img_context_token_id
-    trained = training_time_logits(xtuner_model, training_batch)
-    merged = folder_logits(converted, training_batch, image_token)
+    trained = float64_logits(xtuner_model, training_batch)
+    merged = folder_logits(converted, training_batch, image_token, dtype=torch.float64)
     assert max_difference(merged, trained, training_batch) <= 1e-5
     with xtuner_model.model.language_model.disable_adapter():  # the same model without its LoRA update
-        unadapted = training_time_logits(xtuner_model, training_batch)
+        unadapted = float64_logits(xtuner_model, training_batch)
     assert max_difference(unadapted, trained, training_batch) > 1e-2  # a conversion without the merge would fail
     adapted_layers = sum(name.endswith(".lora_A") for name, _ in xtuner_model.named_modules())
     assert adapted_layers > 0
@@ -181,8 +198,8 @@ def test_a_zero2_checkpoint_folder_of_the_recipe_converts_without_its_config(zer
     trained = BUILDER.build(Config.fromfile(str(job.work_dir / LESSON_CONFIG)).model)
     trained.load_state_dict(weights, strict=False)
     trained = trained.float().eval()
-    merged = folder_logits(converted, training_batch, trained.model.img_context_token_id)
-    assert max_difference(merged, training_time_logits(trained, training_batch), training_batch) <= 1e-5
+    merged = folder_logits(converted, training_batch, trained.model.img_context_token_id, dtype=torch.float64)
+    assert max_difference(merged, float64_logits(trained, training_batch), training_batch) <= 1e-5
 
 
 def test_a_checkpoint_folder_without_its_config_says_how_to_convert_it(zero2_run, tmp_path):
