@@ -1,8 +1,10 @@
 """The engine interface on the transformers backend (tiny model, CPU): the same answers as the model card's API,
 batches, streaming, history, settings, session_len, close(), and backend selection."""
 
+import ast
 import json
 import weakref
+from pathlib import Path
 
 import pytest
 import torch
@@ -38,6 +40,27 @@ def test_choose_backend_prefers_lmdeploy_only_with_cuda_and_lmdeploy():
     backend, reason = choose_backend(cuda=False, lmdeploy_installed=True)
     assert backend == "transformers" and "no CUDA GPU" in reason
     assert choose_backend()[0] == ("lmdeploy" if torch.cuda.is_available() else "transformers")
+
+
+def imported_modules(module_path: Path) -> set[str]:
+    """Every module ``module_path`` imports, at its top or inside a function (relative names keep their dots)."""
+    tree = ast.parse(module_path.read_text(encoding="utf-8"))
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            names.add("." * node.level + (node.module or ""))
+        elif isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+    return names
+
+
+def test_engine_imports_run_one_way():
+    engines = Path(__file__).parents[1] / "course_utils" / "engines"
+    backends = {".transformers_engine", ".lmdeploy_engine"}
+    assert not imported_modules(engines / "interface.py") & (backends | {".loader"})
+    for backend in backends:
+        assert ".interface" in imported_modules(engines / f"{backend[1:]}.py")
+    assert backends <= imported_modules(engines / "loader.py")
 
 
 def test_auto_loads_the_transformers_engine_on_cpu(engine, tiny_model_path):

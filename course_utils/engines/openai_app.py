@@ -233,7 +233,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
-    from .interface import load_engine
+    from .loader import load_engine
 
     args = parse_args(argv)
     engine = load_engine(args.model_path, backend="transformers", dtype=args.dtype,
