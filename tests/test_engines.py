@@ -215,3 +215,23 @@ def test_dish_requests_are_foodieqa_photos_with_their_questions(session_run_dir)
     requests = dish_requests(count=3)
     assert len(requests) == 3 and all(path.is_file() for path, _ in requests)
     assert all("（A)" in question for _, question in requests)  # multiple choice, as lesson 03 prompts
+
+
+def test_a_cancelled_stream_stops_at_the_next_decoding_step(engine):
+    """What the server relies on when a client leaves: after ``cancel()`` the model writes at most the token of the
+    step already under way, and closing the pieces early stops the generation too."""
+    settings = GenerationSettings(max_new_tokens=4000)
+    streamer = engine.answer_streamer()
+    pieces = engine.stream_turn(engine.turn(None, "你好", None), settings, None, streamer)
+    next(pieces)
+    streamer.cancel()
+    written = streamer.new_tokens
+    list(pieces)  # the stream ends by itself, with no error
+    assert written <= streamer.new_tokens <= written + 1 < 4000 and not streamer.ended
+    closed = engine.answer_streamer()
+    pieces = engine.stream_turn(engine.turn(None, "你好", None), settings, None, closed)
+    next(pieces)
+    pieces.close()  # returns once the generation has stopped
+    written = closed.new_tokens
+    assert written < 4000 and closed.cancelled.is_set()
+    assert engine.answer(None, "你好", SHORT).output_tokens == 10  # the model is free again
