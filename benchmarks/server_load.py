@@ -144,7 +144,8 @@ def crowd_behind_stream_case(client: Client, crowd: int = 48) -> dict:
         health, models = client.get("/health"), client.get("/v1/models")
         results = [future.result() for future in waiting]
         streamed = stream.result()
-    return {"crowd": crowd, **summary(results), "stream_status": streamed["status"], "stream_pieces": streamed["pieces"],
+    return {"crowd": crowd, **summary(results), "stream_status": streamed["status"],
+            "stream_pieces": streamed["pieces"],
             "health_status": health["status"], "health_seconds": round(health["seconds"], 3),
             "models_status": models["status"], "models_seconds": round(models["seconds"], 3)}
 

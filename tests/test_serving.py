@@ -5,7 +5,6 @@ holds under hostile clients: abandoned streams, a crowd behind a stream, a full 
 Every client here talks to 127.0.0.1 with a timeout, and every loop is bounded."""
 
 import base64
-import io
 import json
 import struct
 import subprocess
@@ -400,3 +399,24 @@ def test_a_client_that_hangs_up_cancels_its_generation(engine):
         start = time.monotonic()
         assert httpx.post(f"{base_url}/chat/completions", json=hello(4), timeout=30).status_code == 200
         assert time.monotonic() - start < 2.5
+
+
+def test_an_engine_failure_is_a_500_and_the_engine_loop_goes_on(engine):
+    """A broken request must not stop the one thread that serves every request."""
+    class FailsOnce:
+        failed = False
+
+        def __getattr__(self, name):
+            return getattr(engine, name)
+
+        def turn(self, *args, **kwargs):
+            if not self.failed:
+                self.failed = True
+                raise RuntimeError("out of memory")
+            return engine.turn(*args, **kwargs)
+
+    with app_server(FailsOnce()) as base_url:
+        failed = httpx.post(f"{base_url}/chat/completions", json=hello(4), timeout=30)
+        assert failed.status_code == 500 and failed.json()["error"]["code"] == "server_error"
+        assert "RuntimeError: out of memory" in failed.json()["error"]["message"]
+        assert httpx.post(f"{base_url}/chat/completions", json=hello(4), timeout=30).status_code == 200

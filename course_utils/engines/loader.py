@@ -15,8 +15,8 @@ def load_engine(model_path, backend: str = "auto", *, dtype: str = "auto", devic
                 cache_max_entry_count: float | None = None, max_batch_size: int | None = None, tp: int = 1,
                 vision_batch_size: int | None = None, executor: str | None = None) -> Engine:
     """Load ``model_path`` (any InternVL2 folder) with ``backend`` ("auto", "transformers", "lmdeploy" or
-    "turbomind"). The knobs are explained in :data:`.interface.KNOBS`; None keeps each backend's default. ``tp`` splits the
-    model over that many GPUs (LMDeploy); ``executor`` is how LMDeploy's PyTorch engine runs it
+    "turbomind"). The knobs are explained in :data:`.interface.KNOBS`; None keeps each backend's default. ``tp``
+    splits the model over that many GPUs (LMDeploy); ``executor`` is how LMDeploy's PyTorch engine runs it
     (``lmdeploy_engine.backend_config``)."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)} (got {backend!r})")

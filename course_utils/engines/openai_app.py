@@ -227,6 +227,11 @@ def fitting_max_tokens(prompt_tokens: int, asked: int | None, context_length: in
     return asked
 
 
+def server_error(error: Exception) -> RequestError:
+    return RequestError(f"the generation failed: {type(error).__name__}: {error}", 500, "server_error",
+                        kind="server_error")
+
+
 class StopStrings:
     """The answer's text as it streams, cut before the first of ``stops``; the last characters are held back
     while they could still be the start of one."""
@@ -296,6 +301,9 @@ class Generation:
         except ValueError as error:  # RequestError, or the engine's own checks of the client's input
             self.send("error", error if isinstance(error, RequestError) else RequestError(str(error)))
             return
+        except Exception as error:  # a bug or a broken model, not the client's fault; the loop goes on
+            self.send("error", server_error(error))
+            return
         if self.cancelled.is_set():  # cancelled before the streamer existed
             self.streamer.cancel()
         self.send("accepted", prompt_tokens)
@@ -310,8 +318,7 @@ class Generation:
             if not stopped and (rest := stops.rest()):
                 self.send("text", rest)
         except Exception as error:  # a bug or a broken model, not the client's fault; the loop goes on
-            self.send("error", RequestError(f"the generation failed: {error}", 500, "server_error",
-                                            kind="server_error"))
+            self.send("error", server_error(error))
             return
         finally:
             pieces.close()  # a stop string ended the answer early: its generation stops at the next step

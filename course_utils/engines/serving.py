@@ -97,7 +97,8 @@ def choose_port(host: str, port: int | None) -> int:
     return port
 
 
-def lmdeploy_command(model_path, host: str, port: int, *, model_name: str, engine: str = "lmdeploy", dtype: str = "auto", session_len: int | None = None,
+def lmdeploy_command(model_path, host: str, port: int, *, model_name: str, engine: str = "lmdeploy",
+                     dtype: str = "auto", session_len: int | None = None,
                      cache_max_entry_count: float | None = None, max_batch_size: int | None = None, tp: int = 1,
                      vision_batch_size: int | None = None, log_level: str = "WARNING") -> list[str]:
     """``lmdeploy serve api_server`` with the course's knobs (engine "lmdeploy": the PyTorch engine); the API keys
@@ -113,7 +114,8 @@ def lmdeploy_command(model_path, host: str, port: int, *, model_name: str, engin
     return command
 
 
-def course_command(model_path, host: str, port: int, *, model_name: str, dtype: str = "auto", max_dynamic_patch: int | None = None, session_len: int | None = None,
+def course_command(model_path, host: str, port: int, *, model_name: str, dtype: str = "auto",
+                   max_dynamic_patch: int | None = None, session_len: int | None = None,
                    max_batch_size: int | None = None) -> list[str]:
     """The course's own server (:mod:`.openai_app`), with the same flags as LMDeploy's."""
     command = [sys.executable, "-m", "course_utils.engines.openai_app", str(model_path), "--server-name", host,

@@ -111,7 +111,7 @@ class TransformersEngine:
         return len(self.tokenizer(turn[2]).input_ids)
 
     def answer_streamer(self) -> AnswerStreamer:
-        """A streamer that counts the answer's tokens and can cancel it (see :class:`course_utils.chat.AnswerStreamer`)."""
+        """A streamer that counts the answer's tokens and can cancel it (:class:`course_utils.chat.AnswerStreamer`)."""
         return AnswerStreamer(self.tokenizer, self.end_token_id)
 
     def stream_turn(self, turn, settings: GenerationSettings | None = None,
