@@ -4,7 +4,7 @@ Cases, each request with a client timeout (an unanswered request is counted, nev
   ``concurrency``          1, 4, 16 and 64 plain requests at once: answers, errors, timeouts, requests/s, latency;
   ``streams``              16 streams at once: completed streams, time to the first piece;
   ``abandoned_streams``    3 streams of 400 tokens left after their first piece, then one short request: its latency;
-  ``crowd_behind_stream``  one stream being read while 48 plain requests wait behind it: ``/health`` and
+  ``crowd_behind_stream``  one stream of 1000 tokens while 48 plain requests wait behind it: ``/health`` and
                            ``/v1/models`` latency meanwhile, and what became of the 48;
   ``disconnect``           a long answer whose client hangs up after 0.5 s, then one short request: its latency
                            (short if the server stopped the long answer, long if it ran on).
@@ -137,7 +137,7 @@ def abandoned_streams_case(client: Client, count: int = 3) -> dict:
 
 def crowd_behind_stream_case(client: Client, crowd: int = 48) -> dict:
     with ThreadPoolExecutor(crowd + 1) as pool:
-        stream = pool.submit(client.stream, 300)
+        stream = pool.submit(client.stream, 1000)  # still being generated when the crowd arrives
         time.sleep(0.5)  # the stream has started
         waiting = [pool.submit(client.chat, 4) for _ in range(crowd)]
         time.sleep(1.0)  # the crowd is queued

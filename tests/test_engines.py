@@ -235,3 +235,18 @@ def test_a_cancelled_stream_stops_at_the_next_decoding_step(engine):
     written = closed.new_tokens
     assert written < 4000 and closed.cancelled.is_set()
     assert engine.answer(None, "你好", SHORT).output_tokens == 10  # the model is free again
+
+
+def test_a_whole_answer_is_counted_and_cancelled_without_decoding_its_text(engine):
+    """The server's plain (unstreamed) requests: a streamer without text counts the tokens and can cancel."""
+    from course_utils.chat import GenerationCancelled
+
+    turn = engine.turn(None, "你好", None)
+    counter = engine.answer_streamer(text=False)
+    answer = engine.answer_turn(turn, SHORT, counter)
+    assert counter.new_tokens == answer.output_tokens == 10 and counter.text is None
+    assert answer.text == engine.answer(None, "你好", SHORT).text
+    cancelled = engine.answer_streamer(text=False)
+    cancelled.cancel()
+    with pytest.raises(GenerationCancelled):
+        engine.answer_turn(turn, GenerationSettings(max_new_tokens=4000), cancelled)

@@ -214,9 +214,9 @@ def test_abandoned_streams_leave_the_server_answering(server):
 
 
 def test_a_crowd_behind_one_stream_is_served_while_health_answers(server):
-    """Row 2: one stream being read slowly, 48 plain requests behind it (more than a thread pool's 40 workers),
-    and /health and /v1/models answer meanwhile."""
-    with open_stream(server.base_url, hello(300)) as lines, ThreadPoolExecutor(48) as pool:
+    """Row 2: one stream (a thousand tokens: still being generated when the crowd arrives), 48 plain requests
+    behind it (more than a thread pool's 40 workers), and /health and /v1/models answer meanwhile."""
+    with open_stream(server.base_url, hello(1000)) as lines, ThreadPoolExecutor(48) as pool:
         next(lines)
         crowd = [pool.submit(post, server, hello(4), timeout=60) for _ in range(48)]
         time.sleep(1)  # the crowd is waiting now

@@ -43,6 +43,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
+from ..chat import GenerationCancelled
 from .interface import GenerationSettings
 from .serving import check_bind, usable_api_keys
 
@@ -270,6 +271,7 @@ class Generation:
                                            top_k=request.top_k, repetition_penalty=request.repetition_penalty,
                                            seed=request.seed)
         self.stops = [request.stop] if isinstance(request.stop, str) else list(request.stop or [])
+        self.streamed = request.stream
         self.events: asyncio.Queue = asyncio.Queue()
         self.event_loop = asyncio.get_running_loop()
         self.cancelled = threading.Event()
@@ -295,35 +297,46 @@ class Generation:
             turn = engine.turn(image, self.question, self.history, max_dynamic_patch=self.max_dynamic_patch)
             prompt_tokens = engine.prompt_tokens(turn)
             max_tokens = fitting_max_tokens(prompt_tokens, self.asked_tokens, engine.context_length)
-            self.streamer = engine.answer_streamer()
-            pieces = engine.stream_turn(turn, replace(self.settings, max_new_tokens=max_tokens), self.history,
-                                        self.streamer)
         except ValueError as error:  # RequestError, or the engine's own checks of the client's input
             self.send("error", error if isinstance(error, RequestError) else RequestError(str(error)))
             return
         except Exception as error:  # a bug or a broken model, not the client's fault; the loop goes on
             self.send("error", server_error(error))
             return
+        # text as it is written is needed only to stream it or to look for stop strings
+        self.streamer = engine.answer_streamer(text=self.streamed or bool(self.stops))
         if self.cancelled.is_set():  # cancelled before the streamer existed
             self.streamer.cancel()
         self.send("accepted", prompt_tokens)
-        stops, stopped = StopStrings(self.stops), False
+        try:
+            stopped = self.generate(engine, turn, replace(self.settings, max_new_tokens=max_tokens))
+        except GenerationCancelled:  # the client left: nobody waits for the rest
+            return
+        except Exception as error:
+            self.send("error", server_error(error))
+            return
+        cut = not stopped and not self.streamer.ended and self.streamer.new_tokens >= max_tokens
+        self.send("done", "length" if cut else "stop", self.streamer.new_tokens)
+
+    def generate(self, engine, turn, settings: GenerationSettings) -> bool:
+        """Send the answer's text, and say whether a stop string ended it."""
+        if self.streamer.text is None:
+            self.send("text", engine.answer_turn(turn, settings, self.streamer).text)
+            return False
+        pieces = engine.stream_turn(turn, settings, self.history, self.streamer)
+        stops = StopStrings(self.stops)
         try:
             for piece in pieces:
                 text, stopped = stops.feed(piece)
                 if text:
                     self.send("text", text)
                 if stopped:
-                    break
-            if not stopped and (rest := stops.rest()):
+                    return True
+            if rest := stops.rest():
                 self.send("text", rest)
-        except Exception as error:  # a bug or a broken model, not the client's fault; the loop goes on
-            self.send("error", server_error(error))
-            return
+            return False
         finally:
-            pieces.close()  # a stop string ended the answer early: its generation stops at the next step
-        cut = not stopped and not self.streamer.ended and self.streamer.new_tokens >= max_tokens
-        self.send("done", "length" if cut else "stop", self.streamer.new_tokens)
+            pieces.close()  # after a stop string the generation stops at its next step
 
 
 class EngineLoop:

@@ -110,9 +110,17 @@ class TransformersEngine:
         """How many tokens the turn's prompt is, image tokens included."""
         return len(self.tokenizer(turn[2]).input_ids)
 
-    def answer_streamer(self) -> AnswerStreamer:
+    def answer_streamer(self, text: bool = True) -> AnswerStreamer:
         """A streamer that counts the answer's tokens and can cancel it (:class:`course_utils.chat.AnswerStreamer`)."""
-        return AnswerStreamer(self.tokenizer, self.end_token_id)
+        return AnswerStreamer(self.tokenizer, self.end_token_id, text=text)
+
+    def answer_turn(self, turn, settings: GenerationSettings | None = None,
+                    streamer: AnswerStreamer | None = None) -> Answer:
+        """The whole answer to a turn made by :meth:`turn`, as :meth:`chat` gives it; ``streamer`` (one made with
+        ``text=False``) counts its tokens, and cancelling it raises GenerationCancelled here."""
+        start = time.perf_counter()
+        (text,), (count,) = self._generate([turn], settings or GenerationSettings(), streamer)
+        return Answer(text, count, time.perf_counter() - start)
 
     def stream_turn(self, turn, settings: GenerationSettings | None = None,
                     history: list[tuple[str, str]] | None = None, streamer: AnswerStreamer | None = None
@@ -128,11 +136,9 @@ class TransformersEngine:
     def chat(self, image, question: str, history: list[tuple[str, str]] | None = None,
              settings: GenerationSettings | None = None) -> tuple[Answer, list[tuple[str, str]]]:
         """One turn: the prompt ``model.chat`` builds for ``history`` + ``question``, answered by ``generate``."""
-        settings = settings or GenerationSettings()
-        start = time.perf_counter()
         turn = self.turn(image, question, history)
-        (text,), (count,) = self._generate([turn], settings)
-        return Answer(text, count, time.perf_counter() - start), list(history or []) + [(turn[1], text)]
+        answer = self.answer_turn(turn, settings)
+        return answer, list(history or []) + [(turn[1], answer.text)]
 
     def kv_cache(self) -> None:
         """None: no cache pool is reserved when the model loads; each batch's decode loop allocates a static cache
@@ -145,9 +151,10 @@ class TransformersEngine:
         free_memory()
 
     # -- helpers ----------------------------------------------------------------------------------------------
-    def _generate(self, turns, settings) -> tuple[list[str], list[int]]:
+    def _generate(self, turns, settings, streamer=None) -> tuple[list[str], list[int]]:
         """The model's ``generate`` on the turns' left-padded prompts (every row continues from the last column):
-        each answer's text and its token count, both cut at the end token as ``model.chat`` cuts them."""
+        each answer's text and its token count, both cut at the end token as ``model.chat`` cuts them. ``streamer``
+        (one turn only) sees the tokens as they come."""
         import torch
 
         tokenizer = self.tokenizer
@@ -158,6 +165,8 @@ class TransformersEngine:
             tokenizer.padding_side = padding_side
         tiles = [t for t, _, _ in turns if t is not None]
         config = self._config(settings, inputs["attention_mask"].sum(dim=1).tolist())
+        if streamer is not None:
+            config["streamer"] = streamer
         self.model.img_context_token_id = tokenizer.convert_tokens_to_ids(IMG_CONTEXT_TOKEN)  # as model.chat sets it
         self._seed(settings)
         output = self.model.generate(pixel_values=torch.cat(tiles) if tiles else None,
