@@ -6,6 +6,7 @@ recipe - on the CPU or a GPU. Whatever makes the model's ``generate`` fast makes
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -136,8 +137,9 @@ class TransformersEngine:
     def chat(self, image, question: str, history: list[tuple[str, str]] | None = None,
              settings: GenerationSettings | None = None) -> tuple[Answer, list[tuple[str, str]]]:
         """One turn: the prompt ``model.chat`` builds for ``history`` + ``question``, answered by ``generate``."""
+        start = time.perf_counter()
         turn = self.turn(image, question, history)
-        answer = self.answer_turn(turn, settings)
+        answer = replace(self.answer_turn(turn, settings), seconds=time.perf_counter() - start)  # tiling included
         return answer, list(history or []) + [(turn[1], answer.text)]
 
     def kv_cache(self) -> None:
