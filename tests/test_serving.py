@@ -24,7 +24,8 @@ from PIL import Image
 from course_utils.chat import image_pixel_values
 from course_utils.engines.client import ask, ask_stream, image_data_url, user_message
 from course_utils.engines import load_engine
-from course_utils.engines.openai_app import MAX_IMAGE_PIXELS, MAX_REQUEST_BYTES, create_app, decode_data_url
+from course_utils.engines.openai_app import (DEFAULT_MAX_TOKENS, MAX_IMAGE_PIXELS, MAX_REQUEST_BYTES, RequestError,
+                                             create_app, decode_data_url, fitting_max_tokens)
 from course_utils.engines.serving import (LOOPBACK, ManagedServer, PortInUseError, check_bind, choose_port,
                                           serve_openai, usable_api_keys)
 
@@ -241,6 +242,19 @@ def test_inputs_too_large_are_400s_before_any_work(server, payload, fragment):
     not fit the session, streamed or not."""
     response = post(server, payload, timeout=60)
     assert response.status_code == 400 and fragment in response.json()["error"]["message"]
+
+
+def test_a_missing_max_tokens_becomes_one_that_fits(server):
+    """Row 4: no answer runs on unbounded: the default is cut to the room the session has left, and an explicit
+    max_tokens must fit."""
+    assert fitting_max_tokens(28, None, 8192) == DEFAULT_MAX_TOKENS
+    assert fitting_max_tokens(8150, None, 8192) == 42
+    assert fitting_max_tokens(28, 8164, 8192) == 8164
+    for prompt_tokens, asked in ((28, 8165), (8192, None)):
+        with pytest.raises(RequestError, match="session length is 8192"):
+            fitting_max_tokens(prompt_tokens, asked, 8192)
+    body = post(server, hello(None)).json()
+    assert body["usage"]["completion_tokens"] == DEFAULT_MAX_TOKENS and body["choices"][0]["finish_reason"] == "length"
 
 
 def test_concurrent_huge_images_leave_memory_alone(server):
