@@ -7,7 +7,7 @@ they use only the model card's API (``model.chat``, ``model.batch_chat``) and tr
 from __future__ import annotations
 
 from pathlib import Path
-from threading import Thread
+from threading import Event, Thread
 from typing import Iterator
 
 
@@ -49,15 +49,61 @@ def chat_prompt(model, question: str, num_patches_list=(), history=None) -> str:
     return build_prompt(model.template, model.system_message, model.num_image_token, question, history, num_patches_list)
 
 
+class GenerationCancelled(Exception):
+    """Raised inside the generation by :meth:`AnswerStreamer.put` once the answer is no longer wanted."""
+
+
+class AnswerStreamer:
+    """The model card's ``TextIteratorStreamer`` (iterate it for the text pieces), plus what a server needs:
+    ``new_tokens`` (tokens generated before ``end_token_id``), ``ended`` (whether the model wrote that end token),
+    and :meth:`cancel`, which stops the generation at its next decoding step. The model calls ``put`` once per
+    step, so that is where a cancelled answer raises :class:`GenerationCancelled`.
+
+    ``text=False`` counts and cancels only: decoding the text at every step costs a slow tokenizer milliseconds
+    per token, wasted when the answer is wanted whole."""
+
+    def __init__(self, tokenizer, end_token_id: int | None = None, timeout: float = 600, text: bool = True):
+        from transformers import TextIteratorStreamer
+
+        self.text = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True,
+                                         timeout=timeout) if text else None
+        self.prompt_pending = True  # the first call hands over the prompt
+        self.end_token_id = end_token_id
+        self.new_tokens = 0
+        self.ended = False
+        self.cancelled = Event()
+
+    def put(self, value) -> None:
+        if self.cancelled.is_set():
+            raise GenerationCancelled("the answer was cancelled")
+        if not self.prompt_pending and not self.ended:
+            tokens = value.reshape(-1).tolist()
+            if self.end_token_id in tokens:
+                tokens, self.ended = tokens[:tokens.index(self.end_token_id)], True
+            self.new_tokens += len(tokens)
+        self.prompt_pending = False
+        if self.text is not None:
+            self.text.put(value)
+
+    def end(self) -> None:
+        if self.text is not None:
+            self.text.end()
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.text)
+
+
 def stream_chat(model, tokenizer, pixel_values, question: str, generation_config: dict,
-                history=None) -> Iterator[str]:
+                history=None, streamer: AnswerStreamer | None = None) -> Iterator[str]:
     """Yield the answer piece by piece as the model writes it (the model card's TextIteratorStreamer recipe).
 
-    ``"".join(stream_chat(...)).strip()`` equals ``model.chat(...)`` for the same greedy settings.
+    ``"".join(stream_chat(...)).strip()`` equals ``model.chat(...)`` for the same greedy settings. Closing the
+    generator early (or ``streamer.cancel()``) stops the generation at its next step instead of letting it run on.
     """
-    from transformers import TextIteratorStreamer
-
-    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
+    streamer = streamer or AnswerStreamer(tokenizer)
     errors: list[BaseException] = []
 
     def generate():
@@ -69,7 +115,11 @@ def stream_chat(model, tokenizer, pixel_values, question: str, generation_config
 
     worker = Thread(target=generate, daemon=True)
     worker.start()
-    yield from streamer
-    worker.join()
-    if errors:
+    try:
+        yield from streamer
+    finally:
+        if worker.is_alive():
+            streamer.cancel()
+        worker.join()
+    if errors and not isinstance(errors[0], GenerationCancelled):
         raise errors[0]

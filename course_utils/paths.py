@@ -21,6 +21,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from .errors import CourseError
+
 TINY_MODEL_NAME = "tiny-internvl2"
 SYNTHETIC_DATA_NAME = "synthetic-foodieqa"
 DOWNLOAD_KEYWORD = "download"  # DATA_ROOT=download fetches the gated FoodieQA
@@ -35,7 +37,11 @@ def project_root() -> Path:
 def run_dir() -> Path:
     """The folder every lesson writes into; created on first use."""
     path = Path(os.environ.get("RUN_DIR") or project_root() / "runs").expanduser().resolve()
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:  # a read-only filesystem, a full disk, no permission
+        raise CourseError(f"cannot create the run folder {path} ({error.strerror}): set RUN_DIR to a folder you "
+                          "can write to") from error
     return path
 
 

@@ -1,8 +1,10 @@
 """The engine interface on the transformers backend (tiny model, CPU): the same answers as the model card's API,
 batches, streaming, history, settings, session_len, close(), and backend selection."""
 
+import ast
 import json
 import weakref
+from pathlib import Path
 
 import pytest
 import torch
@@ -38,6 +40,27 @@ def test_choose_backend_prefers_lmdeploy_only_with_cuda_and_lmdeploy():
     backend, reason = choose_backend(cuda=False, lmdeploy_installed=True)
     assert backend == "transformers" and "no CUDA GPU" in reason
     assert choose_backend()[0] == ("lmdeploy" if torch.cuda.is_available() else "transformers")
+
+
+def imported_modules(module_path: Path) -> set[str]:
+    """Every module ``module_path`` imports, at its top or inside a function (relative names keep their dots)."""
+    tree = ast.parse(module_path.read_text(encoding="utf-8"))
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            names.add("." * node.level + (node.module or ""))
+        elif isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+    return names
+
+
+def test_engine_imports_run_one_way():
+    engines = Path(__file__).parents[1] / "course_utils" / "engines"
+    backends = {".transformers_engine", ".lmdeploy_engine"}
+    assert not imported_modules(engines / "interface.py") & (backends | {".loader"})
+    for backend in backends:
+        assert ".interface" in imported_modules(engines / f"{backend[1:]}.py")
+    assert backends <= imported_modules(engines / "loader.py")
 
 
 def test_auto_loads_the_transformers_engine_on_cpu(engine, tiny_model_path):
@@ -192,3 +215,38 @@ def test_dish_requests_are_foodieqa_photos_with_their_questions(session_run_dir)
     requests = dish_requests(count=3)
     assert len(requests) == 3 and all(path.is_file() for path, _ in requests)
     assert all("（A)" in question for _, question in requests)  # multiple choice, as lesson 03 prompts
+
+
+def test_a_cancelled_stream_stops_at_the_next_decoding_step(engine):
+    """What the server relies on when a client leaves: after ``cancel()`` the model writes at most the token of the
+    step already under way, and closing the pieces early stops the generation too."""
+    settings = GenerationSettings(max_new_tokens=4000)
+    streamer = engine.answer_streamer()
+    pieces = engine.stream_turn(engine.turn(None, "你好", None), settings, None, streamer)
+    next(pieces)
+    streamer.cancel()
+    written = streamer.new_tokens
+    list(pieces)  # the stream ends by itself, with no error
+    assert written <= streamer.new_tokens <= written + 1 < 4000 and not streamer.ended
+    closed = engine.answer_streamer()
+    pieces = engine.stream_turn(engine.turn(None, "你好", None), settings, None, closed)
+    next(pieces)
+    pieces.close()  # returns once the generation has stopped
+    written = closed.new_tokens
+    assert written < 4000 and closed.cancelled.is_set()
+    assert engine.answer(None, "你好", SHORT).output_tokens == 10  # the model is free again
+
+
+def test_a_whole_answer_is_counted_and_cancelled_without_decoding_its_text(engine):
+    """The server's plain (unstreamed) requests: a streamer without text counts the tokens and can cancel."""
+    from course_utils.chat import GenerationCancelled
+
+    turn = engine.turn(None, "你好", None)
+    counter = engine.answer_streamer(text=False)
+    answer = engine.answer_turn(turn, SHORT, counter)
+    assert counter.new_tokens == answer.output_tokens == 10 and counter.text is None
+    assert answer.text == engine.answer(None, "你好", SHORT).text
+    cancelled = engine.answer_streamer(text=False)
+    cancelled.cancel()
+    with pytest.raises(GenerationCancelled):
+        engine.answer_turn(turn, GenerationSettings(max_new_tokens=4000), cancelled)

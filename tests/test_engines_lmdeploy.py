@@ -120,14 +120,15 @@ def test_messages_carry_the_model_cards_system_message_and_the_image_once(tiny_m
 
 
 def test_the_api_server_command_is_what_lmdeploy_parses(lmdeploy_parser, tiny_model_path):
-    command = lmdeploy_command(tiny_model_path, "127.0.0.1", 23456, model_name="tiny", api_keys=["k1", "k2"],
-                               dtype="bfloat16", session_len=4096, cache_max_entry_count=0.3, max_batch_size=16,
-                               vision_batch_size=8)
+    command = lmdeploy_command(tiny_model_path, "127.0.0.1", 23456, model_name="tiny", dtype="bfloat16",
+                               session_len=4096, cache_max_entry_count=0.3, max_batch_size=16, vision_batch_size=8)
     assert command[1:3] == ["-m", "lmdeploy"]
     args = lmdeploy_parser.parse_args(command[3:])
     assert (args.model_path, args.backend, args.server_name, args.server_port) == (
         str(tiny_model_path), "pytorch", "127.0.0.1", 23456)
-    assert (args.model_name, args.api_keys, args.dtype, args.session_len) == ("tiny", ["k1", "k2"], "bfloat16", 4096)
+    assert (args.model_name, args.api_keys, args.dtype, args.session_len) == ("tiny", None, "bfloat16", 4096)
+    # the keys are added inside the process (serving.KEYS_FROM_ENVIRONMENT), as a flag lmdeploy parses
+    assert lmdeploy_parser.parse_args([*command[3:], "--api-keys", "k1", "k2"]).api_keys == ["k1", "k2"]
     assert (args.cache_max_entry_count, args.max_batch_size, args.vision_max_batch_size) == (0.3, 16, 8)
     defaults = lmdeploy_parser.parse_args(lmdeploy_command(tiny_model_path, "127.0.0.1", 1, model_name="m")[3:])
     assert defaults.api_keys is None and defaults.cache_max_entry_count == 0.8

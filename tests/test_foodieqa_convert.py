@@ -191,3 +191,17 @@ def test_a_validation_report_is_reused_only_for_its_own_folder(source, tmp_path)
     assert prepared.report is report
     with pytest.raises(ValueError, match="validation report is of"):
         prepare_foodieqa(tmp_path, tmp_path / "other", report=report)
+
+
+def test_a_folder_whose_records_are_all_skipped_says_how_many_and_why(source, tmp_path):
+    """Issue 22 row 10: a FoodieQA folder without its images/ folder."""
+    import shutil
+
+    copy = tmp_path / "FoodieQA"
+    shutil.copytree(source, copy, ignore=shutil.ignore_patterns("images"))
+    total = len(load_sivqa(source))
+    with pytest.raises(ValueError, match=rf"^{total} of {total} records in .* were skipped, leaving 0 dish\(es\): "
+                                         rf"a held-out split needs at least 2. The commonest reason \({total} records\): "
+                                         rf"missing image, e\.g\. record 0 "):
+        prepare_foodieqa(copy, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -19,8 +19,8 @@ def image_data_url(image, image_format: str = "JPEG") -> str:
 
 
 def user_message(image, question: str, max_dynamic_patch: int | None = None) -> dict:
-    """One user message in OpenAI's format: the question, and the image when there is one. LMDeploy reads
-    ``max_dynamic_patch`` (tiles for this image) next to the url."""
+    """One user message in OpenAI's format: the question, and the image when there is one. LMDeploy's server and
+    the course's read ``max_dynamic_patch`` (tiles for this image) next to the url."""
     if image is None:
         return {"role": "user", "content": question}
     image_url = {"url": image_data_url(image)}

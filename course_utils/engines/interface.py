@@ -1,6 +1,7 @@
 """One way to talk to an InternVL2 model, whatever runs it: LMDeploy on a GPU, or transformers anywhere.
 
-``load_engine(model_path, backend="auto")`` returns an engine with the same methods for every backend:
+``load_engine(model_path, backend="auto")`` (:mod:`.loader`) returns an engine with the same methods for every
+backend:
 
     engine.answer(image, question)                     -> Answer(text, output_tokens, seconds)
     engine.answer_batch([(image, question), ...])      -> [Answer, ...]
@@ -13,7 +14,8 @@
 model card does: the first question of a conversation about an image starts with ``<image>\\n``; pass the same
 image again with every later turn.
 
-This module imports no heavy library at import time: ``choose_backend()`` is cheap enough for ``doctor``.
+This module imports no heavy library at import time: ``choose_backend()`` is cheap enough for ``doctor``. It
+imports neither backend: they import it, and :mod:`.loader` imports them.
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator, Protocol, Sequence
 
-BACKENDS = ("auto", "transformers", "lmdeploy", "turbomind")
 IMAGE_PLACEHOLDER = "<image>"
 
 # The knobs a learner meets first, each with the line the lesson prints next to it.
@@ -132,38 +133,6 @@ def choose_backend(cuda: bool | None = None, lmdeploy_installed: bool | None = N
     if cuda:
         return "transformers", "CUDA GPU found but LMDeploy is not installed (`make env` installs it)"
     return "transformers", "no CUDA GPU: LMDeploy needs one, the course's transformers engine runs on the CPU"
-
-
-def load_engine(model_path, backend: str = "auto", *, dtype: str = "auto", device: str | None = None,
-                max_dynamic_patch: int | None = None, session_len: int | None = None,
-                cache_max_entry_count: float | None = None, max_batch_size: int | None = None, tp: int = 1,
-                vision_batch_size: int | None = None, executor: str | None = None) -> Engine:
-    """Load ``model_path`` (any InternVL2 folder) with ``backend`` ("auto", "transformers", "lmdeploy" or
-    "turbomind"). The knobs are explained in :data:`KNOBS`; None keeps each backend's default. ``tp`` splits the
-    model over that many GPUs (LMDeploy); ``executor`` is how LMDeploy's PyTorch engine runs it
-    (``lmdeploy_engine.backend_config``)."""
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(BACKENDS)} (got {backend!r})")
-    if backend == "auto":
-        backend, _ = choose_backend()
-    path = Path(model_path).expanduser()
-    if not path.is_dir():
-        raise FileNotFoundError(f"model folder {path} does not exist: pass an InternVL2 folder (the README shows "
-                                "how to download one) or leave MODEL_PATH unset for the embedded tiny model")
-    knobs = dict(dtype=dtype, max_dynamic_patch=max_dynamic_patch, session_len=session_len,
-                 cache_max_entry_count=cache_max_entry_count, max_batch_size=max_batch_size, tp=tp,
-                 vision_batch_size=vision_batch_size)
-    if backend == "transformers":
-        from .transformers_engine import TransformersEngine
-
-        if executor is not None:
-            raise ValueError(f"executor={executor!r} is LMDeploy's: the transformers engine runs in this process")
-        return TransformersEngine(path, device=device, **knobs)
-    from .lmdeploy_engine import LMDeployEngine
-
-    if device not in (None, "cuda"):
-        raise ValueError(f"LMDeploy runs on the CUDA GPU only (got device={device!r}): use backend='transformers'")
-    return LMDeployEngine(path, engine=backend, executor=executor, **knobs)
 
 
 def warn_lmdeploy_only(who: str, **knobs) -> None:

@@ -1,7 +1,9 @@
 """An OpenAI-compatible server as a managed subprocess: LMDeploy's ``lmdeploy serve api_server`` on a GPU, the
 course's FastAPI app over the transformers engine (:mod:`.openai_app`) anywhere else. The same life cycle for both:
 
-* bound to 127.0.0.1 unless asked otherwise, and then only with API keys (anyone on the network could use it);
+* bound to 127.0.0.1 unless asked otherwise, and then only with API keys (anyone on the network could use it); an
+  empty key is no key, and the keys reach the server through its environment, never its command line (which
+  every user of the machine can read with ``ps``);
 * a free port chosen when none is given, a busy port reported before anything starts;
 * started, then polled on ``/health`` until it answers; a server that stops or times out raises an error that
   shows the end of its log;
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import atexit
 import ipaddress
+import json
 import os
 import signal
 import socket
@@ -30,6 +33,14 @@ from ..paths import run_dir
 
 LOOPBACK = "127.0.0.1"
 ANY_ADDRESS = ("0.0.0.0", "::", "")
+API_KEYS_VARIABLE = "COURSE_SERVER_API_KEYS"
+# ``python -c`` this, then the server's module and arguments: it appends the keys from the environment to the
+# server's own sys.argv (its --api-keys flag), so the keys never show in the process's command line.
+KEYS_FROM_ENVIRONMENT = (
+    "import json, os, runpy, sys; "
+    f"sys.argv += ['--api-keys', *json.loads(os.environ.pop({API_KEYS_VARIABLE!r}))]; "
+    "runpy.run_module(sys.argv.pop(1), run_name='__main__', alter_sys=True)"
+)
 
 
 class PortInUseError(OSError):
@@ -44,6 +55,13 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:  # a host name: it may resolve to a public address
         return False
+
+
+def usable_api_keys(api_keys: list[str] | str | None) -> list[str] | None:
+    """The keys a server accepts: a string is one key, and an empty or blank key is none (a client that sends
+    ``Authorization: Bearer`` with nothing after it must not get in); None when no key is left."""
+    keys = [api_keys] if isinstance(api_keys, str) else list(api_keys or [])
+    return [key for key in keys if key.strip()] or None
 
 
 def check_bind(host: str, api_keys: list[str] | None) -> None:
@@ -79,15 +97,12 @@ def choose_port(host: str, port: int | None) -> int:
     return port
 
 
-def with_api_keys(command: list[str], api_keys: list[str] | None) -> list[str]:
-    return command + (["--api-keys", *api_keys] if api_keys else [])
-
-
-def lmdeploy_command(model_path, host: str, port: int, *, model_name: str, api_keys: list[str] | None = None,
-                     engine: str = "lmdeploy", dtype: str = "auto", session_len: int | None = None,
+def lmdeploy_command(model_path, host: str, port: int, *, model_name: str, engine: str = "lmdeploy",
+                     dtype: str = "auto", session_len: int | None = None,
                      cache_max_entry_count: float | None = None, max_batch_size: int | None = None, tp: int = 1,
                      vision_batch_size: int | None = None, log_level: str = "WARNING") -> list[str]:
-    """``lmdeploy serve api_server`` with the course's knobs (engine "lmdeploy": the PyTorch engine)."""
+    """``lmdeploy serve api_server`` with the course's knobs (engine "lmdeploy": the PyTorch engine); the API keys
+    are added by :class:`ManagedServer`."""
     backend = {"lmdeploy": "pytorch", "turbomind": "turbomind"}[engine]
     command = [sys.executable, "-m", "lmdeploy", "serve", "api_server", str(model_path), "--backend", backend,
                "--server-name", host, "--server-port", str(port), "--model-name", model_name, "--dtype", dtype,
@@ -96,11 +111,11 @@ def lmdeploy_command(model_path, host: str, port: int, *, model_name: str, api_k
                         ("--max-batch-size", max_batch_size), ("--vision-max-batch-size", vision_batch_size)):
         if value is not None:
             command += [flag, str(value)]
-    return with_api_keys(command, api_keys)
+    return command
 
 
-def course_command(model_path, host: str, port: int, *, model_name: str, api_keys: list[str] | None = None,
-                   dtype: str = "auto", max_dynamic_patch: int | None = None, session_len: int | None = None,
+def course_command(model_path, host: str, port: int, *, model_name: str, dtype: str = "auto",
+                   max_dynamic_patch: int | None = None, session_len: int | None = None,
                    max_batch_size: int | None = None) -> list[str]:
     """The course's own server (:mod:`.openai_app`), with the same flags as LMDeploy's."""
     command = [sys.executable, "-m", "course_utils.engines.openai_app", str(model_path), "--server-name", host,
@@ -109,11 +124,14 @@ def course_command(model_path, host: str, port: int, *, model_name: str, api_key
                         ("--max-batch-size", max_batch_size)):
         if value is not None:
             command += [flag, str(value)]
-    return with_api_keys(command, api_keys)
+    return command
 
 
 class ManagedServer:
-    """A server subprocess in its own process group, with its log in a file; a context manager."""
+    """A server subprocess in its own process group, with its log in a file; a context manager.
+
+    With ``api_keys``, ``command`` (``python -m MODULE ARGS``) runs as ``python -c KEYS_FROM_ENVIRONMENT MODULE ARGS``
+    with the keys in the environment variable ``API_KEYS_VARIABLE``."""
 
     def __init__(self, command: list[str], host: str, port: int, model_name: str, api_keys: list[str] | None,
                  log_path: Path):
@@ -133,10 +151,16 @@ class ManagedServer:
         from ..course_run import kernel_environment
 
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        command, environment = self.command, {**os.environ, **kernel_environment(None)}
+        if self.api_keys:
+            python, flag, module, *arguments = command
+            if flag != "-m":
+                raise ValueError(f"a server with API keys is started as python -m MODULE ...: got {command[:3]}")
+            command = [python, "-c", KEYS_FROM_ENVIRONMENT, module, *arguments]
+            environment[API_KEYS_VARIABLE] = json.dumps(self.api_keys)
         with open(self.log_path, "wb") as log:  # the child keeps its own copy of the file descriptor
-            self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL, start_new_session=True,
-                                            env={**os.environ, **kernel_environment(None)})
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                            start_new_session=True, env=environment)
         atexit.register(self.stop)  # a kernel that exits without stop() leaves no server behind
         try:
             self.wait_until_ready(timeout)
@@ -237,7 +261,7 @@ def serve_openai(model_path, backend: str = "auto", *, host: str = LOOPBACK, por
     """
     from .interface import choose_backend, warn_lmdeploy_only
 
-    api_keys = [api_keys] if isinstance(api_keys, str) else (list(api_keys) if api_keys else None)
+    api_keys = usable_api_keys(api_keys)
     check_bind(host, api_keys)
     backend = choose_backend()[0] if backend == "auto" else backend
     port = choose_port(host, port)
@@ -247,7 +271,7 @@ def serve_openai(model_path, backend: str = "auto", *, host: str = LOOPBACK, por
             raise ValueError("the course's server runs the transformers engine on one device (tp=1)")
         warn_lmdeploy_only("the course's server", cache_max_entry_count=cache_max_entry_count,
                            vision_batch_size=vision_batch_size)
-        command = course_command(model_path, host, port, model_name=model_name, api_keys=api_keys, dtype=dtype,
+        command = course_command(model_path, host, port, model_name=model_name, dtype=dtype,
                                  max_dynamic_patch=max_dynamic_patch, session_len=session_len,
                                  max_batch_size=max_batch_size)
     elif backend in ("lmdeploy", "turbomind"):
@@ -257,7 +281,7 @@ def serve_openai(model_path, backend: str = "auto", *, host: str = LOOPBACK, por
         if max_dynamic_patch is not None:
             raise ValueError("LMDeploy's api_server takes max_dynamic_patch per request: put it next to the url in "
                              "the image_url part (client.user_message(..., max_dynamic_patch=N) does)")
-        command = lmdeploy_command(model_path, host, port, model_name=model_name, api_keys=api_keys, engine=backend,
+        command = lmdeploy_command(model_path, host, port, model_name=model_name, engine=backend,
                                    dtype=dtype, session_len=session_len, cache_max_entry_count=cache_max_entry_count,
                                    max_batch_size=max_batch_size, tp=tp, vision_batch_size=vision_batch_size)
     else:

@@ -6,10 +6,11 @@ recipe - on the CPU or a GPU. Whatever makes the model's ``generate`` fast makes
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from ..chat import chat_prompt, image_pixel_values, load_model, stream_chat
+from ..chat import AnswerStreamer, chat_prompt, image_pixel_values, load_model, stream_chat
 from .interface import Answer, GenerationSettings, free_memory, open_image, place_image, warn_lmdeploy_only
 
 DTYPES = ("auto", "bfloat16", "float16", "float32")
@@ -77,7 +78,7 @@ class TransformersEngine:
         step = self.max_batch_size or len(requests) or 1
         for first in range(0, len(requests), step):
             chunk = requests[first:first + step]
-            turns = [self._turn(image, question, None) for image, question in chunk]
+            turns = [self.turn(image, question, None) for image, question in chunk]
             texts, counts = self._generate(turns, settings)
             seconds = time.perf_counter() - start
             answers += [Answer(text, count, seconds) for text, count in zip(texts, counts)]
@@ -86,20 +87,60 @@ class TransformersEngine:
     def stream(self, image, question: str, settings: GenerationSettings | None = None,
                history: list[tuple[str, str]] | None = None) -> Iterator[str]:
         """The model card's streaming recipe (``model.chat`` with a ``TextIteratorStreamer``)."""
+        return self.stream_turn(self.turn(image, question, history), settings, history)
+
+    # -- for a server: a turn's length is known before it is generated, and its generation can be cancelled ----
+    @property
+    def context_length(self) -> int:
+        """The most tokens a conversation may hold (prompt with image tokens + answer): ``session_len`` when set,
+        else the language model's own limit."""
+        return self.session_len or self.model.config.llm_config.max_position_embeddings
+
+    def turn(self, image, question, history, max_dynamic_patch: int | None = None):
+        """One conversation turn: the image's tiles (or None), the question as the history stores it, the prompt.
+        ``max_dynamic_patch`` overrides the engine's for this image (LMDeploy's per-image setting)."""
+        if self.model is None:
+            raise RuntimeError("this engine is closed: load_engine(...) again to use the model")
+        tiles = None if image is None else image_pixel_values(self.model, open_image(image),
+                                                              max_dynamic_patch or self.max_dynamic_patch)
+        question = place_image(question, history, tiles is not None)
+        prompt = chat_prompt(self.model, question, [] if tiles is None else [tiles.shape[0]], history or None)
+        return tiles, question, prompt
+
+    def prompt_tokens(self, turn) -> int:
+        """How many tokens the turn's prompt is, image tokens included."""
+        return len(self.tokenizer(turn[2]).input_ids)
+
+    def answer_streamer(self, text: bool = True) -> AnswerStreamer:
+        """A streamer that counts the answer's tokens and can cancel it (:class:`course_utils.chat.AnswerStreamer`)."""
+        return AnswerStreamer(self.tokenizer, self.end_token_id, text=text)
+
+    def answer_turn(self, turn, settings: GenerationSettings | None = None,
+                    streamer: AnswerStreamer | None = None) -> Answer:
+        """The whole answer to a turn made by :meth:`turn`, as :meth:`chat` gives it; ``streamer`` (one made with
+        ``text=False``) counts its tokens, and cancelling it raises GenerationCancelled here."""
+        start = time.perf_counter()
+        (text,), (count,) = self._generate([turn], settings or GenerationSettings(), streamer)
+        return Answer(text, count, time.perf_counter() - start)
+
+    def stream_turn(self, turn, settings: GenerationSettings | None = None,
+                    history: list[tuple[str, str]] | None = None, streamer: AnswerStreamer | None = None
+                    ) -> Iterator[str]:
+        """:meth:`stream` for a turn made by :meth:`turn`, through ``streamer`` when one is given."""
         settings = settings or GenerationSettings()
-        pixel_values, question, prompt = self._turn(image, question, history)
-        config = self._config(settings, [len(self.tokenizer(prompt).input_ids)] if self.session_len else [])
+        pixel_values, question, prompt = turn
+        config = self._config(settings, [self.prompt_tokens(turn)] if self.session_len else [])
         self._seed(settings)
-        return stream_chat(self.model, self.tokenizer, pixel_values, question, config, history=history or None)
+        return stream_chat(self.model, self.tokenizer, pixel_values, question, config, history=history or None,
+                           streamer=streamer or self.answer_streamer())
 
     def chat(self, image, question: str, history: list[tuple[str, str]] | None = None,
              settings: GenerationSettings | None = None) -> tuple[Answer, list[tuple[str, str]]]:
         """One turn: the prompt ``model.chat`` builds for ``history`` + ``question``, answered by ``generate``."""
-        settings = settings or GenerationSettings()
         start = time.perf_counter()
-        turn = self._turn(image, question, history)
-        (text,), (count,) = self._generate([turn], settings)
-        return Answer(text, count, time.perf_counter() - start), list(history or []) + [(turn[1], text)]
+        turn = self.turn(image, question, history)
+        answer = replace(self.answer_turn(turn, settings), seconds=time.perf_counter() - start)  # tiling included
+        return answer, list(history or []) + [(turn[1], answer.text)]
 
     def kv_cache(self) -> None:
         """None: no cache pool is reserved when the model loads; each batch's decode loop allocates a static cache
@@ -112,18 +153,10 @@ class TransformersEngine:
         free_memory()
 
     # -- helpers ----------------------------------------------------------------------------------------------
-    def _turn(self, image, question, history):
-        """One conversation turn: the image's tiles (or None), the question as the history stores it, the prompt."""
-        if self.model is None:
-            raise RuntimeError("this engine is closed: load_engine(...) again to use the model")
-        tiles = None if image is None else image_pixel_values(self.model, open_image(image), self.max_dynamic_patch)
-        question = place_image(question, history, tiles is not None)
-        prompt = chat_prompt(self.model, question, [] if tiles is None else [tiles.shape[0]], history or None)
-        return tiles, question, prompt
-
-    def _generate(self, turns, settings) -> tuple[list[str], list[int]]:
+    def _generate(self, turns, settings, streamer=None) -> tuple[list[str], list[int]]:
         """The model's ``generate`` on the turns' left-padded prompts (every row continues from the last column):
-        each answer's text and its token count, both cut at the end token as ``model.chat`` cuts them."""
+        each answer's text and its token count, both cut at the end token as ``model.chat`` cuts them. ``streamer``
+        (one turn only) sees the tokens as they come."""
         import torch
 
         tokenizer = self.tokenizer
@@ -134,6 +167,8 @@ class TransformersEngine:
             tokenizer.padding_side = padding_side
         tiles = [t for t, _, _ in turns if t is not None]
         config = self._config(settings, inputs["attention_mask"].sum(dim=1).tolist())
+        if streamer is not None:
+            config["streamer"] = streamer
         self.model.img_context_token_id = tokenizer.convert_tokens_to_ids(IMG_CONTEXT_TOKEN)  # as model.chat sets it
         self._seed(settings)
         output = self.model.generate(pixel_values=torch.cat(tiles) if tiles else None,

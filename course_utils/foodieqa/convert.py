@@ -87,6 +87,18 @@ def split_by_dish(records: list[dict], test_fraction: float, seed: int) -> tuple
     return [r for r in records if id(r) not in held_out], [r for r in records if id(r) in held_out]  # source order
 
 
+def check_enough_valid_dishes(report: ValidationReport) -> None:
+    """ValueError saying how many records were skipped and why, when too few dishes are left for a split."""
+    dishes = len(dish_groups(report.valid_records))
+    if dishes >= 2 or not report.skipped:
+        return
+    kind, count = max(report.problem_counts().items(), key=lambda item: item[1])
+    example = next(bad for bad in report.bad_records if kind in {problem.kind for problem in bad.problems})
+    raise ValueError(f"{report.skipped} of {report.total} records in {report.root} were skipped, leaving "
+                     f"{dishes} dish(es): a held-out split needs at least 2. The commonest reason ({count} records): "
+                     f"{kind}, e.g. {example.describe()}")
+
+
 def to_xtuner_sample(record: dict, style: str, image_wh: tuple[int, int]) -> dict:
     """One training sample in XTuner's InternVL format (``image_wh`` lets XTuner count image tokens exactly)."""
     return {
@@ -166,6 +178,7 @@ def prepare_foodieqa(
         raise FoodieQAFormatError(f"{src} holds no {SIVQA_FILE}: point it at an unzipped FoodieQA folder")
     out = check_output(out if out is not None else prepared_dir(), PREPARED_KIND, force=force, protected=[src])
     report = report or validate_foodieqa(src)
+    check_enough_valid_dishes(report)
     train_records, test_records = split_by_dish(report.valid_records, test_fraction, seed)
     size = report.image_sizes
     train = [to_xtuner_sample(r, style, size[r["food_meta"]["food_file"]]) for r in train_records]
