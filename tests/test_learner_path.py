@@ -19,7 +19,6 @@ from course_utils.course_run import execute_notebook, recorded_figures
 pytestmark = pytest.mark.notebook
 
 COURSE_MARKERS = (".course-output.json", "course_build.json")
-EPOCHS = 3  # shorter than the lesson's 6: this path checks the plumbing; the default path checks the learning
 
 
 @pytest.fixture(scope="module")
@@ -29,10 +28,9 @@ def learner(tiny_model_path, tmp_path_factory):
     download = shutil.copytree(tiny_model_path, root / "InternVL2-download", ignore=shutil.ignore_patterns(*COURSE_MARKERS))
     run_dir = root / "runs"
     env = {"MODEL_PATH": str(download), "RUN_DIR": str(run_dir)}
-    parameters = {"04": {"MAX_EPOCHS": EPOCHS}}
     figures = {}
-    for lesson in ("03", "04", "05", "06"):
-        executed = execute_notebook(lesson, root / "executed", parameters=parameters.get(lesson), env=env)
+    for lesson in ("03", "04", "05", "06"):  # each with its own defaults, as a learner runs them
+        executed = execute_notebook(lesson, root / "executed", env=env)
         figures[lesson] = recorded_figures(executed)
     return download, run_dir, figures
 
@@ -43,8 +41,8 @@ def test_the_download_is_trained_with_the_lessons_lora_recipe_and_left_untouched
     run = json.loads((run_dir / "finetune" / "lesson04" / "course-finetune.json").read_text(encoding="utf-8"))
     assert run["base_model"] == str(download)
     assert run["trained"] == {"llm": "lora", "vision": "frozen", "projector": "full"}
-    assert run["complete"] and run["steps"] == EPOCHS * 45
-    assert figures["04"]["final_loss"] < 0.5 * figures["04"]["first_loss"]
+    assert run["complete"] and run["steps"] == 10 * 45  # the tiny recipe's 10 epochs of 45 steps
+    assert figures["04"]["final_loss"] < 0.25 * figures["04"]["first_loss"]
 
 
 def test_the_converted_folder_merges_lora_and_keeps_concrete_tiling(learner):
@@ -65,7 +63,7 @@ def test_lesson_05_measures_the_fine_tuned_download_on_held_out_dishes(learner):
     _, _, figures = learner
     trained = figures["05"]["heldout_original"]
     assert figures["05"]["heldout_dishes_in_training"] == []
-    assert trained["after"] >= trained["before"] + 0.3
+    assert trained["after"] >= 0.7 and trained["after"] >= trained["before"] + 0.15
     assert trained["mcnemar_p"] < 0.05
 
 
