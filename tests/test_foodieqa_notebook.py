@@ -29,7 +29,7 @@ def test_recorded_figures_are_consistent(executed_notebook):
     assert sum(figures["questions_per_type"].values()) == figures["valid_questions"]
     assert sum(figures["questions_per_cuisine"].values()) == figures["valid_questions"]
     assert sum(figures["answer_positions"].values()) == figures["valid_questions"]
-    assert figures["prompt_style"] == "mcq"
+    assert figures["prompt_style"] == "original"  # the default: the style the tiny base learns
 
 
 def test_statistics_and_sample_grid_are_shown_as_images(executed_notebook):
