@@ -277,7 +277,7 @@ def test_a_checkpoint_that_does_not_match_its_config_is_refused(lora_run, tmp_pa
     assert not (tmp_path / "merged").exists()
 
 
-def test_lesson_04s_run_converts_to_its_training_time_logits(lesson04_run, tmp_path):
+def test_lesson_04s_run_converts_to_its_training_time_logits(lesson04_run, training_batch, tmp_path):
     """The real thing: the checkpoint lesson 04's ``xtuner train`` wrote on the default (shared by the session)."""
     from mmengine.config import Config
     from xtuner.registry import BUILDER
@@ -288,17 +288,12 @@ def test_lesson_04s_run_converts_to_its_training_time_logits(lesson04_run, tmp_p
     config_path.write_text(content["meta"]["cfg"], encoding="utf-8")  # the config as mmengine ran it
     trained = BUILDER.build(Config.fromfile(str(config_path)).model)
     trained.load_state_dict(content["state_dict"], strict=False)
-    trained = trained.double().eval()  # compared in float64, as the merge test above explains
+    trained = trained.float().eval()
     converted = convert_checkpoint(checkpoint, tmp_path / "lesson04-merged", dtype="float32")
-    torch.manual_seed(3)
-    image_tokens = [trained.model.img_context_token_id] * trained.model.num_image_token
-    batch = dict(pixel_values=torch.randn(1, 3, 224, 224, dtype=torch.float64),
-                 input_ids=torch.tensor([[1, 5] + image_tokens + [9, 4]]), image_flags=torch.ones(1, dtype=torch.long))
     image_token = trained.model.img_context_token_id
-    with torch.no_grad():
-        expected = trained.model(**batch).logits
-    merged = folder_logits(converted, batch, image_token, dtype=torch.float64)
-    base = folder_logits(trained.model.config._name_or_path, batch, image_token, dtype=torch.float64)
-    assert (merged - expected).abs().max() <= 1e-5
-    assert (base - expected).abs().max() > 1e-2  # training moved the weights: the comparison can fail
+    expected = float64_logits(trained, training_batch)  # in float64, as the merge test above explains
+    merged = folder_logits(converted, training_batch, image_token, dtype=torch.float64)
+    base = folder_logits(trained.model.config._name_or_path, training_batch, image_token, dtype=torch.float64)
+    assert max_difference(merged, expected, training_batch) <= 1e-5
+    assert max_difference(base, expected, training_batch) > 1e-2  # training moved the weights: the comparison can fail
     assert json.loads((converted / "config.json").read_text())["max_dynamic_patch"] == 1  # the tiny base's tiling

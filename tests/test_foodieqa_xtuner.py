@@ -26,12 +26,24 @@ EXPECTED_TILES = {
 
 
 @pytest.fixture(scope="module")
+def six_tile_model(tiny_model_path, tmp_path_factory) -> Path:
+    """The tiny base with up to 6 tiles a picture (it sees one by default), so that pictures tile differently."""
+    import shutil
+
+    folder = shutil.copytree(tiny_model_path, tmp_path_factory.mktemp("six-tiles") / "model")
+    config = json.loads((folder / "config.json").read_text())
+    config["max_dynamic_patch"] = 6
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+@pytest.fixture(scope="module")
 def source(tmp_path_factory) -> Path:
     return make_synthetic_foodieqa(tmp_path_factory.mktemp("xtuner") / "FoodieQA", dishes=6, seed=0)
 
 
 @pytest.mark.parametrize("style", ["mcq", "original"])
-def test_xtuner_reads_every_sample_with_the_expected_image_tokens(tiny_model_path, source, tmp_path, style):
+def test_xtuner_reads_every_sample_with_the_expected_image_tokens(six_tile_model, source, tmp_path, style):
     from xtuner.dataset.internvl_dataset import InternVL_V1_5_Dataset
     from xtuner.utils import PROMPT_TEMPLATE
 
@@ -39,12 +51,12 @@ def test_xtuner_reads_every_sample_with_the_expected_image_tokens(tiny_model_pat
     manifest = load_manifest(tmp_path)
     samples = json.loads(Path(manifest["train_path"]).read_text(encoding="utf-8"))
     dataset = InternVL_V1_5_Dataset(
-        str(tiny_model_path), copy.deepcopy(PROMPT_TEMPLATE.internlm2_chat),  # XTuner edits the template in place
+        str(six_tile_model), copy.deepcopy(PROMPT_TEMPLATE.internlm2_chat),  # XTuner edits the template in place
         data_paths=manifest["train_path"], image_folders=manifest["image_folder"],
     )
     assert len(dataset) == manifest["counts"]["train_questions"] == len(samples)
 
-    config = json.loads((tiny_model_path / "config.json").read_text())
+    config = json.loads((six_tile_model / "config.json").read_text())
     tokens_per_tile = int((config["force_image_size"] // config["vision_config"]["patch_size"]) ** 2
                           * config["downsample_ratio"] ** 2)
     assert tokens_per_tile == 64

@@ -207,8 +207,13 @@ def test_ctrl_c_during_the_swap_waits_for_it_to_finish(tmp_path, monkeypatch):
     target = tmp_path / "out"
     with staged_output(target, kind="dataset") as staging:
         write(staging, "a.json", "old")
-    with pytest.raises(KeyboardInterrupt):
-        replace_with_a_signal_during_the_swap(target, monkeypatch, signal.SIGINT)
+    # Python's own Ctrl-C handler, whatever an earlier test in this process installed (a kernel client, a server)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            replace_with_a_signal_during_the_swap(target, monkeypatch, signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert (target / "a.json").read_text() == "new"
     assert siblings(target) == ["out"]
 

@@ -62,7 +62,8 @@ def test_temporary_environment_restores_set_and_unset_variables(monkeypatch):
 
 def test_paths_module_names_places_and_imports_nothing_of_the_course():
     """paths.py sits at the bottom of the package: the model and data code import it, never the other way round
-    (it once imported tiny_model and foodieqa to build the defaults while they imported it)."""
+    (it once imported tiny_model and foodieqa to build the defaults while they imported it). Only the error class,
+    a module that imports nothing, is allowed."""
     import ast
 
     import course_utils.paths
@@ -70,4 +71,4 @@ def test_paths_module_names_places_and_imports_nothing_of_the_course():
     tree = ast.parse(Path(course_utils.paths.__file__).read_text(encoding="utf-8"))
     course_imports = [ast.unparse(node) for node in ast.walk(tree)
                       if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("course_utils"))]
-    assert course_imports == []
+    assert all(line == "from .errors import CourseError" for line in course_imports), course_imports

@@ -273,7 +273,7 @@ def test_the_playground_answers_a_gallery_dish_and_says_how_to_make_the_finetune
     assert len(playground.gallery_box.children) == len(gallery) == 3
     playground.gallery_box.children[1].children[1].click()  # the second dish's button
     assert playground.question.value == gallery[1].question
-    assert playground.last_preview.tiles == image_pixel_values(tiny.model, Image.open(gallery[1].image), 6).shape[0]
+    assert playground.last_preview.tiles == image_pixel_values(tiny.model, Image.open(gallery[1].image)).shape[0]
     assert str(playground.last_preview.image_tokens) in playground.preview_text.value
     playground.ask_button.click()
     playground.wait()

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 import httpx
 import psutil
 import pytest
+import torch
 import uvicorn
 from PIL import Image
 
@@ -33,8 +34,17 @@ KEY = "test-key-123"
 
 
 @pytest.fixture(scope="module")
-def server(tiny_model_path):
-    with serve_openai(tiny_model_path, backend="transformers", api_keys=[KEY], model_name="tiny") as server:
+def endless_model(session_run_dir, tmp_path_factory):
+    """The tiny architecture with random weights: it never writes its end token, so every answer runs to its
+    max_tokens, and lengths, queues and cancellation are observable (the pretrained base stops after a sentence)."""
+    from course_utils.tiny_model import build_model_dir
+
+    return build_model_dir(tmp_path_factory.mktemp("serving") / "tiny-random", seed=0)
+
+
+@pytest.fixture(scope="module")
+def server(endless_model):
+    with serve_openai(endless_model, backend="transformers", api_keys=[KEY], model_name="tiny") as server:
         yield server
 
 
@@ -50,7 +60,7 @@ def post(server, payload=None, content=None, key=KEY, timeout=120):
 
 
 def hello(max_tokens=8, **options) -> dict:
-    """A question whose greedy answer runs to ``max_tokens`` on the tiny model (it never writes its end token)."""
+    """A question whose greedy answer runs to ``max_tokens`` on the endless model."""
     return {"model": "tiny", "messages": [{"role": "user", "content": "你好"}], "max_tokens": max_tokens,
             "temperature": 0, **options}
 
@@ -73,12 +83,15 @@ def test_the_server_listens_on_loopback_only(server):
     assert listening == {(LOOPBACK, server.port)}
 
 
-def test_openai_client_round_trip_plain_and_streamed(server, dish, tiny_model_and_tokenizer):
+def test_openai_client_round_trip_plain_and_streamed(server, dish, endless_model):
+    from transformers import AutoModel, AutoTokenizer
+
     client = server.client()
     assert [model.id for model in client.models.list().data] == ["tiny"]
     text = ask(client, "tiny", dish, "这是什么菜？", max_tokens=10)
     # the model card's chat in this process, on the image exactly as the server decoded it from the data URL
-    model, tokenizer = tiny_model_and_tokenizer
+    model = AutoModel.from_pretrained(endless_model, trust_remote_code=True, torch_dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(endless_model, trust_remote_code=True)
     tiles = image_pixel_values(model, decode_data_url(image_data_url(dish)))
     assert text == model.chat(tokenizer, tiles, "这是什么菜？", dict(max_new_tokens=10, do_sample=False))
     chunks = list(client.chat.completions.create(model="tiny", messages=[user_message(dish, "这是什么菜？")],
@@ -364,8 +377,8 @@ def test_every_error_is_in_openais_shape(server):
 # -- the queue and cancellation, on an app served in this process (limits of its own, the engine observable) --
 
 @pytest.fixture(scope="module")
-def engine(tiny_model_path):
-    engine = load_engine(tiny_model_path, backend="transformers")
+def engine(endless_model):
+    engine = load_engine(endless_model, backend="transformers")
     yield engine
     engine.close()
 

@@ -53,6 +53,7 @@ from xtuner.dataset.internvl_dataset import total_image_token
 from xtuner.model import InternVL_V1_5
 
 from course_utils.internvl.conversation import INTERNVL_SYSTEM_MESSAGE
+from course_utils.internvl.preprocessing import count_tiles
 
 
 
@@ -191,28 +192,34 @@ class CourseInternVLDataset(InternVL_V1_5_Dataset):
     def __init__(self, *args, max_dynamic_patch: int | None = None, use_thumbnail: bool | None = None,
                  system_message: str | None = INTERNVL_SYSTEM_MESSAGE, **kwargs):
         super().__init__(*args, **kwargs)
-        old_image_tokens = [self._image_tokens(item) for item in self.data]
+        estimated = [self._image_tokens(item, xtuner_tile_estimate) for item in self.data]
         if max_dynamic_patch is not None:
             self.max_dynamic_patch = max_dynamic_patch
         if use_thumbnail is not None:
             self.use_thumbnail = use_thumbnail
         if system_message is not None:
             self._system = system_message
-        # the length-grouped sampler reads these lengths: recount the image tokens under the new tiling
-        self.group_length = [length - old + self._image_tokens(item) if length > 0 else length
-                             for length, old, item in zip(self.group_length, old_image_tokens, self.data)]
+        # the length-grouped sampler reads these lengths: XTuner's image estimate replaced by the tiles each picture
+        # becomes under this tiling
+        self.group_length = [length - old + self._image_tokens(item, count_tiles) if length > 0 else length
+                             for length, old, item in zip(self.group_length, estimated, self.data)]
 
-    def _image_tokens(self, item: dict) -> int:
-        """Image tokens XTuner's length estimate counts for one sample (0 for text only)."""
+    def _image_tokens(self, item: dict, count) -> int:
+        """Image tokens of one sample (0 for text only), its tiles counted by ``count(width, height, min, max,
+        image size, thumbnail)``."""
         if item.get("image") is None:
             return 0
         if item.get("image_wh"):
             wh = item["image_wh"][0] if isinstance(item["image_wh"][0], list) else item["image_wh"]
-            tiles = total_image_token(wh, self.min_dynamic_patch, self.max_dynamic_patch, self.image_size,
-                                      self.use_thumbnail)
+            tiles = count(*wh, self.min_dynamic_patch, self.max_dynamic_patch, self.image_size, self.use_thumbnail)
         else:
             tiles = self.max_dynamic_patch + self.use_thumbnail
         return self.patch_token * tiles
+
+
+def xtuner_tile_estimate(width, height, *tiling) -> int:
+    """XTuner's count of a picture's tiles, which adds a thumbnail to a single tile too (the loader adds none)."""
+    return total_image_token((width, height), *tiling)
 
 
 # --------------------------------------------------------------------------------------- logging
