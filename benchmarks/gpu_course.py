@@ -95,12 +95,14 @@ def main(argv=None) -> int:
 
     from course_utils.course_run import build_embedded_defaults, list_notebooks
 
-    results = {"machine": gpu_description()}
+    # A run of some parts keeps the other parts of an earlier run in the same file, each with its machine.
+    results = json.loads(args.out.read_text(encoding="utf-8")) if args.out.exists() else {}
+    machine = gpu_description()
     executed = args.executed or Path(tempfile.mkdtemp(prefix="gpu-course-"))
 
     def saver(part):
         def save(outcomes):
-            results[part] = outcomes
+            results[part] = {"machine": machine, "lessons": outcomes}
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
         return save
@@ -115,7 +117,8 @@ def main(argv=None) -> int:
         run_lessons(args.preset_lessons, executed / "preset", env={"MODEL_PATH": str(preset)},
                     extra=PRESET_PARAMETERS, save=saver("internvl2_2b_preset"))
     print(f"results: {args.out}")
-    failed = [o["lesson"] for part in ("tiny_model", "internvl2_2b_preset") for o in results.get(part, []) if not o["ok"]]
+    failed = [o["lesson"] for part in ("tiny_model", "internvl2_2b_preset")
+              for o in results.get(part, {}).get("lessons", []) if not o["ok"]]
     return 1 if failed else 0
 
 
