@@ -1,8 +1,9 @@
 """``python -m course_utils doctor``: what this machine has, and what will run where.
 
 The report is built in two steps so that its logic can be tested without a GPU: :func:`gather_facts` observes
-the machine (versions, CUDA, environment variables, Hugging Face token), :func:`build_report` turns those facts
-into decisions (which engine serves the model, where fine-tuning runs), and :func:`format_report` prints them.
+the machine (versions, CUDA, environment variables, where tokens are kept), :func:`build_report` turns those facts
+into decisions (which engine serves the model, where fine-tuning runs, where downloads come from), and
+:func:`format_report` prints them. A token is only ever said to be found or not.
 """
 
 from __future__ import annotations
@@ -18,14 +19,13 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Mapping
 
-from huggingface_hub import constants as hf_constants
-
+from . import hub
 from .errors import CourseError
-from .paths import DOWNLOAD_KEYWORD, is_hub_id, run_dir, synthetic_data_dir, tiny_model_dir
+from .model_download import DEFAULT_MODEL_REPO, finished_download
+from .paths import DOWNLOAD_KEYWORD, downloaded_model_dir, is_hub_id, run_dir, synthetic_data_dir, tiny_model_dir
 
 PACKAGES = ("torch", "torchvision", "transformers", "lmdeploy", "xtuner", "peft", "deepspeed", "jupyterlab", "papermill")
 NOT_INSTALLED = "not installed"
-HF_TOKEN_VARIABLES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,7 @@ class Facts:
     gpus: tuple[Gpu, ...]
     environ: Mapping[str, str]
     hf_token_file: Path | None  # where `huggingface-cli login` stores the token
+    modelscope_token_file: Path | None = None  # where `modelscope login` stores it
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,9 @@ class Report:
     model: str
     data: str
     run_dir: str
+    downloads: str
     hf_token: str
+    modelscope_token: str
     notes: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # what is wrong with MODEL_PATH / DATA_ROOT
 
@@ -123,18 +126,9 @@ def gather_facts() -> Facts:
         torch_cuda_build=torch_cuda_build,
         gpus=gpus,
         environ=dict(os.environ),
-        hf_token_file=Path(hf_constants.HF_TOKEN_PATH),  # where `huggingface-cli login` keeps it
+        hf_token_file=hub.hf_token_file(),
+        modelscope_token_file=hub.modelscope_token_file(),
     )
-
-
-def describe_hf_token(environ: Mapping[str, str], token_file: Path | None) -> str:
-    """Where a Hugging Face token comes from, never the token itself."""
-    for variable in HF_TOKEN_VARIABLES:
-        if environ.get(variable, "").strip():
-            return f"found (env {variable})"
-    if token_file is not None and token_file.is_file() and token_file.read_text().strip():
-        return "found (huggingface-cli login)"
-    return "not found"
 
 
 def choose_engine(facts: Facts) -> tuple[str, str]:
@@ -156,13 +150,14 @@ def choose_training(facts: Facts) -> str:
 
 
 def model_path_problem(value: str) -> str | None:
-    """What is wrong with ``MODEL_PATH=value``, or None when it looks like an InternVL2 model folder or a hub id."""
+    """What is wrong with ``MODEL_PATH=value``, or None when it looks like an InternVL2 model folder, a model id
+    or ``download``."""
     path = Path(value).expanduser()
     if not path.exists():
-        if is_hub_id(value):
-            return None  # transformers downloads it on first use
-        return (f"MODEL_PATH={value} does not exist: point it at a downloaded InternVL2 folder (e.g. InternVL2-2B) "
-                "or a hub id, or unset it for the embedded tiny model")
+        if value == DOWNLOAD_KEYWORD or is_hub_id(value):
+            return None  # downloaded on first use
+        return (f"MODEL_PATH={value} does not exist: point it at a downloaded InternVL2 folder (e.g. InternVL2-2B), "
+                "a model id or 'download', or unset it for the embedded tiny model")
     config_file = path / "config.json"
     if not config_file.is_file():
         return f"MODEL_PATH={value} has no config.json: point it at the folder that holds InternVL2's config.json"
@@ -216,8 +211,13 @@ def build_report(facts: Facts) -> Report:
     if model_path and not facts.gpus:
         notes.append("MODEL_PATH is set but there is no GPU: real InternVL2 weights are slow on a CPU.")
     engine, engine_reason = choose_engine(facts)
+    downloads, source_problem = describe_downloads(environ)
+    if (downloads_model(model_path) or data_root == DOWNLOAD_KEYWORD) and not environ.get("HF_ENDPOINT", "").strip() \
+            and "huggingface.co" in downloads:
+        notes.append(f"downloads come from huggingface.co: from mainland China set HF_ENDPOINT={hub.HF_MIRROR_EXAMPLE} "
+                     "or MODEL_SOURCE=modelscope (README: Downloads from mainland China).")
     problems = [problem for problem in (model_path and model_path_problem(model_path),
-                                        data_root and data_root_problem(data_root)) if problem]
+                                        data_root and data_root_problem(data_root), source_problem) if problem]
     return Report(
         python=facts.python,
         executable=facts.executable,
@@ -227,13 +227,48 @@ def build_report(facts: Facts) -> Report:
         engine=engine,
         engine_reason=engine_reason,
         training=choose_training(facts),
-        model=f"MODEL_PATH={model_path}" if model_path else f"embedded tiny InternVL2 ({tiny_model_dir()})",
+        model=describe_model(model_path),
         data=f"DATA_ROOT={data_root}" if data_root else f"embedded synthetic FoodieQA ({synthetic_data_dir()})",
         run_dir=str(run_dir()),
-        hf_token=describe_hf_token(environ, facts.hf_token_file),
+        downloads=downloads,
+        hf_token=hub.describe_token("huggingface", environ, facts.hf_token_file),
+        modelscope_token=hub.describe_token("modelscope", environ, facts.modelscope_token_file),
         notes=notes,
         problems=problems,
     )
+
+
+def downloads_model(model_path: str | None) -> bool:
+    """Whether ``MODEL_PATH=model_path`` is downloaded rather than read from a folder."""
+    return bool(model_path) and (model_path == DOWNLOAD_KEYWORD or is_hub_id(model_path)) \
+        and not Path(model_path).expanduser().exists()
+
+
+def describe_model(model_path: str | None) -> str:
+    """The model the lessons use; for a download, which one and where it goes."""
+    if not model_path:
+        return f"embedded tiny InternVL2 ({tiny_model_dir()})"
+    if not downloads_model(model_path):
+        return f"MODEL_PATH={model_path}"
+    repo_id = DEFAULT_MODEL_REPO if model_path == DOWNLOAD_KEYWORD else model_path
+    folder = downloaded_model_dir(repo_id)
+    state = "downloaded" if finished_download(folder, repo_id) else "downloaded on first use"
+    return f"MODEL_PATH={model_path}: {repo_id}, {state} into {folder}"
+
+
+def describe_downloads(environ: Mapping[str, str]) -> tuple[str, str | None]:
+    """Where the model and FoodieQA would be downloaded from, and what is wrong with ``MODEL_SOURCE`` if anything."""
+    via_variable = " (HF_ENDPOINT)" if environ.get("HF_ENDPOINT", "").strip() else ""
+    hf = f"{hub.hf_endpoint(environ)}{via_variable}"
+    try:
+        source = hub.model_source(environ=environ)
+    except ValueError as error:
+        return f"model from ?; FoodieQA from {hf}", str(error)
+    if source == "modelscope":
+        model = f"ModelScope, {hub.modelscope_endpoint(environ)} (MODEL_SOURCE=modelscope)"
+    else:
+        model = f"Hugging Face, {hf}"
+    return f"model from {model}; FoodieQA from {hf}", None
 
 
 def env_path_in(name: str, environ: Mapping[str, str]) -> str | None:
@@ -258,7 +293,9 @@ def format_report(report: Report) -> str:
         f"  model         {report.model}",
         f"  data          {report.data}",
         f"  outputs       RUN_DIR={report.run_dir}",
+        f"  downloads     {report.downloads}",
         f"  HF token      {report.hf_token}",
+        f"  ModelScope    token {report.modelscope_token}",
     ]
     if report.notes:
         lines += ["", "Notes", *(f"  - {note}" for note in report.notes)]

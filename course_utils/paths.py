@@ -3,15 +3,18 @@
 Environment variables override the defaults:
 
 * ``RUN_DIR``    - folder for everything the lessons produce (default: ``<project>/runs``)
-* ``MODEL_PATH`` - a real InternVL2 model folder or hub id (default: the embedded tiny model)
+* ``MODEL_PATH`` - a real InternVL2 model folder, a model id (``OpenGVLab/InternVL2-2B``) or ``download`` (that
+  model), downloaded into ``models/`` on first use (default: the embedded tiny model)
 * ``DATA_ROOT``  - an unzipped FoodieQA folder, ``FoodieQA.zip`` or ``download`` (default: the synthetic FoodieQA)
+
+Where downloads come from (``HF_ENDPOINT``, ``MODEL_SOURCE``) is :mod:`course_utils.hub`'s business.
 
 This module only names places; what builds the defaults that live there is the model code
 (:func:`course_utils.tiny_model.resolve_model_path`) and the data code
 (:func:`course_utils.foodieqa.defaults.resolve_data_root`).
 
-Under ``RUN_DIR``: ``models/`` (the tiny model), ``data/`` (synthetic, downloaded, unzipped and prepared
-FoodieQA), ``finetune/`` (lesson 04's runs) and ``evaluation/`` (lesson 05's results).
+Under ``RUN_DIR``: ``models/`` (the tiny model, downloaded models), ``data/`` (synthetic, downloaded, unzipped
+and prepared FoodieQA), ``finetune/`` (lesson 04's runs) and ``evaluation/`` (lesson 05's results).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from .errors import CourseError
 
 TINY_MODEL_NAME = "tiny-internvl2"
 SYNTHETIC_DATA_NAME = "synthetic-foodieqa"
-DOWNLOAD_KEYWORD = "download"  # DATA_ROOT=download fetches the gated FoodieQA
+DOWNLOAD_KEYWORD = "download"  # MODEL_PATH=download fetches InternVL2-2B, DATA_ROOT=download the gated FoodieQA
 
 
 def project_root() -> Path:
@@ -64,6 +67,11 @@ def notebook_build_dir() -> Path:
 def tiny_model_dir() -> Path:
     """Where the embedded tiny InternVL2 model is built."""
     return run_dir() / "models" / TINY_MODEL_NAME
+
+
+def downloaded_model_dir(repo_id: str) -> Path:
+    """Where a model id (``owner/name``) is downloaded by default: ``models/<name>``."""
+    return run_dir() / "models" / repo_id.split("/")[-1]
 
 
 def synthetic_data_dir() -> Path:

@@ -20,8 +20,9 @@ import warnings
 from pathlib import Path
 
 from .errors import CourseError
+from .model_download import DEFAULT_MODEL_REPO, download_model
 from .outputs import check_output, staged_output
-from .paths import env_path, is_hub_id, tiny_model_dir
+from .paths import DOWNLOAD_KEYWORD, env_path, is_hub_id, tiny_model_dir
 
 BUILD_INFO_FILE = "course_build.json"
 TINY_BASE_DIR = Path(__file__).resolve().parent / "tiny_base"  # the pretrained base's weights and their record
@@ -318,21 +319,27 @@ def ensure_tiny_model() -> Path:
 
 
 def resolve_model_path(model_path: str | Path | None = None) -> str:
-    """The model a lesson uses: ``model_path``, else ``$MODEL_PATH``, else the embedded tiny model (built if needed).
+    """The model folder a lesson uses: ``model_path``, else ``$MODEL_PATH``, else the embedded tiny model (built
+    if needed).
 
-    A local folder or a hub id (``OpenGVLab/InternVL2-2B``, downloaded by transformers) are both accepted.
+    A local folder, a model id (``OpenGVLab/InternVL2-2B``) or ``download`` (that model) are accepted; an id is
+    downloaded into ``RUN_DIR/models/`` on first use, from where ``MODEL_SOURCE`` says (:mod:`.model_download`).
     """
     if model_path is not None and not str(model_path).strip():
-        raise ValueError("the model path is empty: give an InternVL2 folder or hub id, or None for the default model")
-    chosen = model_path or env_path("MODEL_PATH")
-    if chosen is None:
+        raise ValueError("the model path is empty: give an InternVL2 folder, a model id or 'download', or None for "
+                         "the default model")
+    chosen = str(model_path or env_path("MODEL_PATH") or "").strip()
+    if not chosen:
         return str(ensure_tiny_model())
+    if chosen == DOWNLOAD_KEYWORD:
+        return str(download_model(DEFAULT_MODEL_REPO))
     if Path(chosen).expanduser().exists():
         return str(Path(chosen).expanduser().resolve())
-    if is_hub_id(str(chosen)):
-        return str(chosen)
-    raise FileNotFoundError(f"model folder {chosen} does not exist: set MODEL_PATH to an InternVL2 folder or hub id, "
-                            "or leave it unset for the embedded tiny model")
+    if is_hub_id(chosen):
+        return str(download_model(chosen))
+    raise FileNotFoundError(f"model folder {chosen} does not exist: set MODEL_PATH to an InternVL2 folder, a model "
+                            f"id such as {DEFAULT_MODEL_REPO} or 'download', or leave it unset for the embedded tiny "
+                            "model")
 
 
 def register_cli(subparsers: argparse._SubParsersAction) -> None:

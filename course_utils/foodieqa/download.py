@@ -1,10 +1,11 @@
 """Fetch the real FoodieQA (a gated Hugging Face dataset) and unzip it.
 
-``huggingface_hub`` does the download: it reads the token from ``HF_TOKEN`` or a prior ``huggingface-cli login``
-(this module never sees, prints or stores it), keeps the file in its cache and resumes an interrupted download
-on the next call. Each way it can fail (no token, access not granted, offline) ends in a message saying how to
-get access. Whether huggingface.co can be reached is asked once per process, with one short connection: offline,
-the cache is used without the hub's retries, and the learner reads one message.
+``huggingface_hub`` does the download, from ``HF_ENDPOINT`` (huggingface.co or a mirror of it, see
+:mod:`course_utils.hub`): it reads the token from ``HF_TOKEN`` or a prior ``huggingface-cli login`` (this module
+never sees, prints or stores it), keeps the file in its cache and resumes an interrupted download on the next
+call. Each way it can fail (no token, access not granted, offline) ends in a message saying how to get access.
+Whether the endpoint can be reached is asked once per process, with one short connection: offline, the cache is
+used without the hub's retries, and the learner reads one message.
 
 Each zip is unzipped once into ``foodieqa_download_dir()/FoodieQA-<hash of its content>/``, so a different zip
 never reuses another's folder.
@@ -13,14 +14,12 @@ never reuses another's folder.
 from __future__ import annotations
 
 import json
-import socket
-import urllib.request
 import zipfile
 from pathlib import Path, PurePosixPath
 from typing import Callable
-from urllib.parse import urlparse
 
 from ..errors import CourseError
+from ..hub import HF_MIRROR_EXAMPLE, has_token, hf_downloads_through, hf_endpoint, reachable
 from ..outputs import is_course_output, staged_output
 from ..paths import foodieqa_download_dir
 from .layout import RELEASE_DIR, SIVQA_FILE, FoodieQAFormatError, sha256_of
@@ -30,63 +29,31 @@ FOODIEQA_ZIP = "FoodieQA.zip"
 DATASET_PAGE = f"https://huggingface.co/datasets/{FOODIEQA_REPO_ID}"
 UNZIPPED_KIND = "unzipped-foodieqa"  # the outputs marker's kind
 ZIP_SOURCE_FILE = "course_zip_source.json"  # in each unzipped folder: which zip, and where its release root is
-HUB_PROBE_SECONDS = 3.0
 
 HOW_TO_GET_ACCESS = (
     "FoodieQA is a gated dataset (licence CC-BY-NC-ND-4.0). To use it:\n"
     f"  1. sign in on huggingface.co, open {DATASET_PAGE} and accept its conditions;\n"
     "  2. create a read token at https://huggingface.co/settings/tokens;\n"
     "  3. `export HF_TOKEN=...` before starting Jupyter, or run `huggingface-cli login` once.\n"
+    f"From mainland China, also `export HF_ENDPOINT={HF_MIRROR_EXAMPLE}` (a mirror of the hub; it receives your "
+    "token, so use a read-only one).\n"
     "Alternatively download FoodieQA.zip in a browser, unzip it and set DATA_ROOT to the unzipped folder; "
     "leave DATA_ROOT unset to use the synthetic FoodieQA."
 )
-
-
-_hub_reachable: bool | None = None  # asked once per process
 
 
 class FoodieQADownloadError(CourseError, RuntimeError):
     """FoodieQA could not be fetched; the message says why and how to get access."""
 
 
-def hub_reachable() -> bool:
-    """Whether huggingface.co (or ``HF_ENDPOINT``, through a proxy if one is set) accepts a connection.
-
-    Asked once per process: huggingface_hub itself would retry for many seconds, with a warning each time.
-    """
-    global _hub_reachable
-    from huggingface_hub import constants
-
-    if constants.HF_HUB_OFFLINE:
-        return False
-    if _hub_reachable is None:
-        endpoint = urlparse(constants.ENDPOINT)
-        proxy = urllib.request.getproxies().get(endpoint.scheme)
-        address = urlparse(proxy) if proxy else endpoint
-        port = address.port or (443 if address.scheme == "https" else 80)
-        try:
-            socket.create_connection((address.hostname, port), timeout=HUB_PROBE_SECONDS).close()
-            _hub_reachable = True
-        except OSError:
-            _hub_reachable = False
-    return _hub_reachable
-
-
-def has_hf_token() -> bool:
-    """Whether huggingface_hub finds a token (``HF_TOKEN`` or a saved login); the token itself stays unread here."""
-    from huggingface_hub import get_token
-
-    return get_token() is not None
-
-
-def explain_download_error(error: Exception, token_found: bool) -> str:
+def explain_download_error(error: Exception, token_found: bool, endpoint: str) -> str:
     """A learner-facing explanation of a huggingface_hub download failure."""
     from huggingface_hub.errors import (
         EntryNotFoundError, GatedRepoError, LocalEntryNotFoundError, OfflineModeIsEnabled, RepositoryNotFoundError,
     )
 
     if isinstance(error, (LocalEntryNotFoundError, OfflineModeIsEnabled, ConnectionError, TimeoutError)):
-        reason = "huggingface.co could not be reached (offline?) and no downloaded copy is in the cache."
+        reason = f"{endpoint} could not be reached (offline?) and no downloaded copy is in the cache."
     elif not token_found and isinstance(error, RepositoryNotFoundError):  # also GatedRepoError
         reason = "no Hugging Face token was found; the dataset is only served to users who accepted its terms."
     elif isinstance(error, GatedRepoError):
@@ -173,14 +140,18 @@ def download_foodieqa(
             return found[0]
     from huggingface_hub.errors import HfHubHTTPError
 
-    request = {"repo_id": repo_id, "filename": filename, "repo_type": "dataset"}
+    from huggingface_hub import constants
+
+    endpoint = hf_endpoint()
+    request = {"repo_id": repo_id, "filename": filename, "repo_type": "dataset", "endpoint": endpoint}
     if downloader is None:
         from huggingface_hub import hf_hub_download as downloader
 
-        if not hub_reachable():
+        if constants.HF_HUB_OFFLINE or not reachable(endpoint):
             request["local_files_only"] = True  # a cached zip still works; no retries against an absent network
     try:
-        zip_path = downloader(**request)
+        with hf_downloads_through(endpoint):
+            zip_path = downloader(**request)
     except (HfHubHTTPError, OSError) as error:  # hub answers and network failures (requests' are OSErrors)
-        raise FoodieQADownloadError(explain_download_error(error, has_hf_token())) from error
+        raise FoodieQADownloadError(explain_download_error(error, has_token("huggingface"), endpoint)) from error
     return extract_foodieqa_zip(zip_path, dest, origin=origin)
