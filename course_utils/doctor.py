@@ -211,9 +211,9 @@ def build_report(facts: Facts) -> Report:
     if model_path and not facts.gpus:
         notes.append("MODEL_PATH is set but there is no GPU: real InternVL2 weights are slow on a CPU.")
     engine, engine_reason = choose_engine(facts)
-    downloads, source_problem = describe_downloads(environ)
-    if (downloads_model(model_path) or data_root == DOWNLOAD_KEYWORD) and not environ.get("HF_ENDPOINT", "").strip() \
-            and "huggingface.co" in downloads:
+    downloads, source, source_problem = describe_downloads(environ)
+    from_huggingface_co = [downloads_model(model_path) and source == "huggingface", data_root == DOWNLOAD_KEYWORD]
+    if any(from_huggingface_co) and not environ.get("HF_ENDPOINT", "").strip():
         notes.append(f"downloads come from huggingface.co: from mainland China set HF_ENDPOINT={hub.HF_MIRROR_EXAMPLE} "
                      "or MODEL_SOURCE=modelscope (README: Downloads from mainland China).")
     problems = [problem for problem in (model_path and model_path_problem(model_path),
@@ -256,19 +256,20 @@ def describe_model(model_path: str | None) -> str:
     return f"MODEL_PATH={model_path}: {repo_id}, {state} into {folder}"
 
 
-def describe_downloads(environ: Mapping[str, str]) -> tuple[str, str | None]:
-    """Where the model and FoodieQA would be downloaded from, and what is wrong with ``MODEL_SOURCE`` if anything."""
+def describe_downloads(environ: Mapping[str, str]) -> tuple[str, str | None, str | None]:
+    """Where the model and FoodieQA would be downloaded from, the model's source, and what is wrong with
+    ``MODEL_SOURCE`` if anything."""
     via_variable = " (HF_ENDPOINT)" if environ.get("HF_ENDPOINT", "").strip() else ""
     hf = f"{hub.hf_endpoint(environ)}{via_variable}"
     try:
         source = hub.model_source(environ=environ)
     except ValueError as error:
-        return f"model from ?; FoodieQA from {hf}", str(error)
+        return f"model from ?; FoodieQA from {hf}", None, str(error)
     if source == "modelscope":
         model = f"ModelScope, {hub.modelscope_endpoint(environ)} (MODEL_SOURCE=modelscope)"
     else:
         model = f"Hugging Face, {hf}"
-    return f"model from {model}; FoodieQA from {hf}", None
+    return f"model from {model}; FoodieQA from {hf}", source, None
 
 
 def env_path_in(name: str, environ: Mapping[str, str]) -> str | None:

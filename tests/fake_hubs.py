@@ -13,7 +13,7 @@ What each serves, as read from its client's source:
   ``m_session_id`` cookie.
 
 Both honour ``Range`` (206 with ``Content-Range``), record every request, and can cut a file's body short once
-(:meth:`FakeHub.cut_next`), as a dropped connection does.
+(:meth:`FakeHub.cut_next`), as a dropped connection does, optionally refusing the next request for that file.
 """
 
 from __future__ import annotations
@@ -66,6 +66,7 @@ class FakeHub:
         self.datasets: dict[str, Repo] = {}
         self.requests: list[Request] = []
         self._cuts: dict[str, int] = {}  # file path -> bytes to send before dropping the connection, once
+        self._refusals: dict[str, int] = {}  # file path -> HTTP status of the next request for it, once
         hub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -83,17 +84,19 @@ class FakeHub:
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
 
     def __enter__(self) -> "FakeHub":
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         return self
 
     def __exit__(self, *exc):
         self._server.shutdown()
         self._server.server_close()
 
-    def cut_next(self, path: str, after_bytes: int) -> None:
+    def cut_next(self, path: str, after_bytes: int, then_status: int | None = None) -> None:
         """The next response carrying ``path``'s bytes announces them all but drops the connection after
-        ``after_bytes``."""
+        ``after_bytes``; with ``then_status``, the request after that (a client's own retry) is refused with it."""
         self._cuts[path] = after_bytes
+        if then_status is not None:
+            self._refusals[path] = then_status
 
     def requests_for(self, fragment: str) -> list[Request]:
         return [request for request in self.requests if fragment in request.path]
@@ -106,6 +109,8 @@ class FakeHub:
         reply = self.route(request, unquote(url.path), parse_qs(url.query))
         status, reply_headers, payload, file_path = reply
         cut = self._cuts.pop(file_path, None) if body and file_path else None
+        if cut is None and file_path in self._refusals and file_path not in self._cuts:
+            status, reply_headers, payload = self._refusals.pop(file_path), {}, b"refused"
         handler.send_response(status)
         for key, value in reply_headers.items():
             handler.send_header(key, value)

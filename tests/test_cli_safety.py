@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from course_utils.__main__ import main
-from course_utils.foodieqa import convert, download, load_manifest, make_synthetic_foodieqa
+from course_utils import hub
+from course_utils.foodieqa import convert, load_manifest, make_synthetic_foodieqa
 from course_utils.outputs import MARKER_FILE, is_course_output
 from course_utils.paths import project_root
 
@@ -213,8 +214,9 @@ def test_download_offline_asks_the_network_once_and_says_so_once(capsys, tmp_pat
 
     import requests
 
-    monkeypatch.setattr(download, "_hub_reachable", None)
-    monkeypatch.setattr(download.socket, "create_connection", unreachable)
+    monkeypatch.setattr(hub, "_reachable", {})
+    monkeypatch.setattr(hub.socket, "create_connection", unreachable)
+    monkeypatch.delenv("HF_ENDPOINT", raising=False)
     monkeypatch.setattr(requests.Session, "request", no_http)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
@@ -222,7 +224,8 @@ def test_download_offline_asks_the_network_once_and_says_so_once(capsys, tmp_pat
         status, _, err = run(capsys, "download-foodieqa", "--dest", str(tmp_path / "data"))
         assert status == 1 and "Traceback" not in err
         first, *rest = err.splitlines()
-        assert first.startswith("error: Could not download FoodieQA: huggingface.co could not be reached (offline?)")
+        assert first.startswith("error: Could not download FoodieQA: https://huggingface.co could not be reached "
+                                "(offline?)")
         assert "reached" not in "\n".join(rest)  # said once
     assert len(probes) == 1  # detected once per process
     assert not (tmp_path / "data").exists()
@@ -235,7 +238,7 @@ def test_doctor_says_what_is_wrong_with_model_path_and_data_root(capsys, tmp_pat
     assert status == 1 and "Traceback" not in err
     assert err.splitlines() == [
         f"error: MODEL_PATH={tmp_path}/nowhere/InternVL2-2B does not exist: point it at a downloaded InternVL2 "
-        "folder (e.g. InternVL2-2B) or a hub id, or unset it for the embedded tiny model",
+        "folder (e.g. InternVL2-2B), a model id or 'download', or unset it for the embedded tiny model",
         f"error: DATA_ROOT={tmp_path}/nowhere/FoodieQA does not exist: point it at the unzipped FoodieQA folder or "
         "FoodieQA.zip, set it to 'download', or unset it for the synthetic FoodieQA",
     ]

@@ -21,12 +21,12 @@ from course_utils.doctor import (
     gather_facts,
 )
 from course_utils.errors import CourseError
-from course_utils.paths import project_root
+from course_utils.paths import project_root, run_dir
 
 H100 = Gpu("NVIDIA H100 80GB HBM3", 79.1)
 
 
-def make_facts(gpus=(), packages=None, environ=None, token_file=None) -> Facts:
+def make_facts(gpus=(), packages=None, environ=None, token_file=None, modelscope_token_file=None) -> Facts:
     """Facts of a machine with every course package installed, changed where a test says so."""
     return Facts(
         python="3.11.7",
@@ -36,6 +36,7 @@ def make_facts(gpus=(), packages=None, environ=None, token_file=None) -> Facts:
         gpus=tuple(gpus),
         environ=environ or {},
         hf_token_file=token_file,
+        modelscope_token_file=modelscope_token_file,
     )
 
 
@@ -88,7 +89,8 @@ def test_model_and_data_come_from_the_environment_and_blank_means_unset():
     report = build_report(make_facts(environ={"MODEL_PATH": "/models/InternVL2-2B", "DATA_ROOT": "  "}))
     assert report.model == "MODEL_PATH=/models/InternVL2-2B"
     assert report.problems == ["MODEL_PATH=/models/InternVL2-2B does not exist: point it at a downloaded InternVL2 "
-                               "folder (e.g. InternVL2-2B) or a hub id, or unset it for the embedded tiny model"]
+                               "folder (e.g. InternVL2-2B), a model id or 'download', or unset it for the embedded tiny "
+                               "model"]
     assert report.data.startswith("embedded synthetic FoodieQA")
     assert "real InternVL2 weights are slow on a CPU" in format_report(report)
     assert build_report(make_facts()).model.startswith("embedded tiny InternVL2")
@@ -115,6 +117,58 @@ def test_the_hf_token_is_located_but_never_shown(tmp_path, environ, file_text, e
     assert report.hf_token == expected
     shown = format_report(report) + json.dumps(report.figures())
     assert "hf_secretvalue123" not in shown
+
+
+@pytest.mark.parametrize(
+    ("environ", "downloads"),
+    [
+        ({}, "model from Hugging Face, https://huggingface.co; FoodieQA from https://huggingface.co"),
+        ({"HF_ENDPOINT": "https://hf-mirror.com/"},
+         "model from Hugging Face, https://hf-mirror.com (HF_ENDPOINT); FoodieQA from https://hf-mirror.com (HF_ENDPOINT)"),
+        ({"MODEL_SOURCE": "modelscope"},
+         "model from ModelScope, https://modelscope.cn (MODEL_SOURCE=modelscope); FoodieQA from https://huggingface.co"),
+        ({"MODEL_SOURCE": "ModelScope", "MODELSCOPE_ENDPOINT": "http://127.0.0.1:8000"},
+         "model from ModelScope, http://127.0.0.1:8000 (MODEL_SOURCE=modelscope); FoodieQA from https://huggingface.co"),
+    ],
+)
+def test_the_report_says_where_downloads_come_from(environ, downloads):
+    report = build_report(make_facts(environ=environ))
+    assert f"  downloads     {downloads}" in format_report(report)
+    assert report.problems == []
+
+
+def test_a_model_path_that_downloads_names_the_model_and_its_folder_and_the_mirror():
+    report = build_report(make_facts(environ={"MODEL_PATH": "download"}))
+    assert report.model == ("MODEL_PATH=download: OpenGVLab/InternVL2-2B, downloaded on first use into "
+                            f"{run_dir() / 'models' / 'InternVL2-2B'}")
+    assert "from mainland China set HF_ENDPOINT=https://hf-mirror.com or MODEL_SOURCE=modelscope" in format_report(report)
+    for settings in ({"HF_ENDPOINT": "https://hf-mirror.com"}, {"MODEL_SOURCE": "modelscope"}):
+        report = build_report(make_facts(environ={"MODEL_PATH": "download", **settings}))
+        assert "mainland China" not in format_report(report)
+
+
+def test_an_unknown_model_source_is_a_problem():
+    report = build_report(make_facts(environ={"MODEL_SOURCE": "github"}))
+    assert report.problems == ["MODEL_SOURCE='github' is not a model source: use huggingface or modelscope"]
+
+
+@pytest.mark.parametrize(
+    ("environ", "saved_login", "expected"),
+    [
+        ({"MODELSCOPE_API_TOKEN": "ms-secretvalue123"}, False, "found (env MODELSCOPE_API_TOKEN)"),
+        ({}, True, "found (modelscope login)"),
+        ({}, False, "not found"),
+    ],
+)
+def test_the_modelscope_token_is_located_but_never_shown(tmp_path, environ, saved_login, expected):
+    cookies = tmp_path / "credentials" / "cookies"
+    if saved_login:
+        cookies.parent.mkdir()
+        cookies.write_bytes(b"pickled cookie jar holding ms-secretvalue123")
+    report = build_report(make_facts(environ=environ, modelscope_token_file=cookies))
+    assert report.modelscope_token == expected
+    assert f"  ModelScope    token {expected}" in format_report(report)
+    assert "ms-secretvalue123" not in format_report(report) + json.dumps(report.figures())
 
 
 def test_gathered_facts_describe_this_python():
@@ -184,7 +238,7 @@ def test_an_internvl2_folder_a_hub_id_and_foodieqa_pass(tmp_path):
     (data / "images").mkdir(parents=True)
     (data / "sivqa_tidy.json").write_text("[]")
     for environ in ({"MODEL_PATH": str(folder), "DATA_ROOT": str(tmp_path)}, {"MODEL_PATH": "OpenGVLab/InternVL2-2B"},
-                    {"DATA_ROOT": "download"}):
+                    {"MODEL_PATH": "download"}, {"DATA_ROOT": "download"}):
         assert build_report(make_facts(environ=environ)).problems == []
 
 

@@ -1,7 +1,8 @@
 """Downloading the gated FoodieQA: unzip what huggingface_hub returns, and a clear message for each failure.
 
 No test reaches the network: the downloader is replaced by one that returns a local zip or raises
-huggingface_hub's own exceptions, and the real ``hf_hub_download`` is run in its offline mode.
+huggingface_hub's own exceptions, the real ``hf_hub_download`` is run in its offline mode, and against a local
+server that speaks the hub's protocol as a mirror named by ``HF_ENDPOINT`` (tests/fake_hubs.py).
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ import pytest
 from huggingface_hub import constants
 from huggingface_hub.errors import EntryNotFoundError, GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError
 
+from course_utils import hub as course_hub
 from course_utils.foodieqa import (
     FoodieQADownloadError, FoodieQAFormatError, download_foodieqa, extract_foodieqa_zip, load_sivqa,
     make_synthetic_foodieqa, register_cli, resolve_data_root,
 )
+from fake_hubs import HuggingFaceHub, Repo
 
 FAKE_TOKEN = "hf_courseTestTokenThatMustNeverBePrinted"
 GET_ACCESS = "huggingface.co/datasets/lyan62/FoodieQA"
@@ -48,7 +51,8 @@ def with_token(monkeypatch):
     monkeypatch.setenv("HF_TOKEN", FAKE_TOKEN)
 
 
-def test_downloads_the_zip_with_huggingface_hub_arguments_and_unzips_it(release_zip, tmp_path):
+def test_downloads_the_zip_with_huggingface_hub_arguments_and_unzips_it(release_zip, tmp_path, monkeypatch):
+    monkeypatch.delenv("HF_ENDPOINT", raising=False)
     calls = []
 
     def downloader(**kwargs):
@@ -56,7 +60,8 @@ def test_downloads_the_zip_with_huggingface_hub_arguments_and_unzips_it(release_
         return str(release_zip)
 
     root = download_foodieqa(tmp_path / "data", downloader=downloader)
-    assert calls == [{"repo_id": "lyan62/FoodieQA", "filename": "FoodieQA.zip", "repo_type": "dataset"}]
+    assert calls == [{"repo_id": "lyan62/FoodieQA", "filename": "FoodieQA.zip", "repo_type": "dataset",
+                      "endpoint": "https://huggingface.co"}]
     assert root.parent.parent == (tmp_path / "data").resolve() and root.name == "FoodieQA"
     assert len(load_sivqa(root)) == 3 * 3 * 4 and (root / "images" / "001_0.jpg").is_file()
     assert [p.name for p in (tmp_path / "data").iterdir()] == [root.parent.name]  # no staging left
@@ -116,6 +121,44 @@ def test_real_hf_hub_download_offline_gives_the_offline_message(monkeypatch, tmp
         download_foodieqa(tmp_path / "data")
     assert isinstance(caught.value.__cause__, LocalEntryNotFoundError)
     assert FAKE_TOKEN not in str(caught.value)
+
+
+@pytest.fixture
+def mirror(monkeypatch, tmp_path, release_zip):
+    """A local hub mirror holding the gated FoodieQA, set as ``HF_ENDPOINT``; its reachability probe is recorded."""
+    probes = []
+    real_connection = course_hub.socket.create_connection
+
+    def probe(address, timeout):
+        probes.append(address)
+        return real_connection(address, timeout)
+
+    monkeypatch.setattr(course_hub.socket, "create_connection", probe)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    with HuggingFaceHub() as hub:
+        hub.datasets["lyan62/FoodieQA"] = Repo({"FoodieQA.zip": release_zip.read_bytes()}, gated=True,
+                                              granted={FAKE_TOKEN})
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        hub.probes = probes
+        yield hub
+
+
+def test_hf_endpoint_names_the_mirror_that_serves_the_dataset(mirror, tmp_path, with_token):
+    root = download_foodieqa(tmp_path / "data")
+    assert len(load_sivqa(root)) == 3 * 3 * 4
+    port = int(mirror.url.rsplit(":", 1)[1])
+    assert mirror.probes == [("127.0.0.1", port)]  # the reachability probe asked the mirror, not huggingface.co
+    [zip_download] = [r for r in mirror.requests_for("/lfs/") if r.method == "GET"]
+    assert zip_download.token == FAKE_TOKEN
+    assert not mirror.requests_for("xet-read-token")
+
+
+def test_a_mirror_refusing_a_user_without_token_says_how_to_get_access(mirror, tmp_path, no_token):
+    with pytest.raises(FoodieQADownloadError, match="no Hugging Face token was found") as caught:
+        download_foodieqa(tmp_path / "data")
+    assert "HF_ENDPOINT=https://hf-mirror.com" in str(caught.value) and FAKE_TOKEN not in str(caught.value)
+    assert not (tmp_path / "data").exists()
 
 
 def test_data_root_download_keyword_fetches_the_release(monkeypatch, tmp_path, release_zip):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from course_utils import paths
+from course_utils import paths, tiny_model
 from course_utils.tiny_model import ensure_tiny_model, resolve_model_path
 
 
@@ -15,7 +15,11 @@ def test_resolve_model_path_prefers_argument_then_environment_then_tiny(session_
     assert resolve_model_path() == str(ensure_tiny_model())
     monkeypatch.setenv("MODEL_PATH", str(tmp_path))
     assert resolve_model_path() == str(tmp_path.resolve())
-    assert resolve_model_path("OpenGVLab/InternVL2-2B") == "OpenGVLab/InternVL2-2B"
+    downloads = []
+    monkeypatch.setattr(tiny_model, "download_model", lambda repo_id: downloads.append(repo_id) or tmp_path / "dl")
+    assert resolve_model_path("OpenGVLab/InternVL2-1B") == str(tmp_path / "dl")  # tests/test_model_download.py
+    assert resolve_model_path("download") == str(tmp_path / "dl")
+    assert downloads == ["OpenGVLab/InternVL2-1B", "OpenGVLab/InternVL2-2B"]
     with pytest.raises(FileNotFoundError, match="MODEL_PATH"):
         resolve_model_path(str(tmp_path / "missing" / "model"))
     with pytest.raises(ValueError, match="model path is empty"):
