@@ -80,6 +80,13 @@ def reachable(endpoint: str) -> bool:
     return _reachable[endpoint]
 
 
+def hf_offline() -> bool:
+    """Whether huggingface_hub was told to stay offline (``HF_HUB_OFFLINE=1``)."""
+    from huggingface_hub import constants
+
+    return constants.HF_HUB_OFFLINE
+
+
 @contextmanager
 def hf_downloads_through(endpoint: str) -> Iterator[None]:
     """Make huggingface_hub fetch every byte from ``endpoint`` during the block.

@@ -19,7 +19,10 @@ import sys
 from pathlib import Path
 
 from .errors import CourseError
-from .hub import SOURCE_NAMES, has_token, hf_downloads_through, model_source, reachable, source_endpoint
+from .hub import (
+    HF_DEFAULT_ENDPOINT, HF_MIRROR_EXAMPLE, SOURCE_NAMES, has_token, hf_downloads_through, hf_offline, model_source,
+    reachable, source_endpoint,
+)
 from .outputs import check_output, is_course_output, staged_output
 from .paths import downloaded_model_dir, is_hub_id
 
@@ -66,9 +69,9 @@ def download_model(repo_id: str = DEFAULT_MODEL_REPO, dest: str | Path | None = 
         return dest.resolve()
     target = check_output(dest, DOWNLOADED_MODEL_KIND, force=force)  # before any network
     endpoint = source_endpoint(source)
-    if not reachable(endpoint):
+    if not reachable(endpoint) or (source == "huggingface" and hf_offline()):
         raise ModelDownloadError(f"{endpoint} could not be reached (offline?), so {repo_id} was not downloaded. "
-                                 f"{other_sources_hint(source)}")
+                                 f"{other_sources_hint(source, endpoint)}")
     partial = target.parent / f".{target.name}.download"
     keep_only_same_download(partial, {"repo_id": repo_id, "source": source})
     print(f"downloading {repo_id} from {SOURCE_NAMES[source]} ({endpoint}) into {target}")
@@ -162,15 +165,17 @@ def explain_failure(error: Exception, source: str, endpoint: str, repo_id: str) 
     if kind == "server":
         return f"{endpoint} failed to answer (a server error): run the download again later, it resumes"
     return (f"the download from {endpoint} stopped ({type(error).__name__}): run it again, it resumes where it "
-            f"stopped. {other_sources_hint(source)}")
+            f"stopped. {other_sources_hint(source, endpoint)}")
 
 
-def other_sources_hint(source: str) -> str:
+def other_sources_hint(source: str, endpoint: str) -> str:
     """Where else the model can come from."""
     if source == "modelscope":
         return "Or unset MODEL_SOURCE to download from Hugging Face (HF_ENDPOINT may name a mirror)."
-    return ("From mainland China, set HF_ENDPOINT=https://hf-mirror.com (a mirror of the hub) or "
-            "MODEL_SOURCE=modelscope.")
+    if endpoint == HF_DEFAULT_ENDPOINT:
+        return (f"From mainland China, set HF_ENDPOINT={HF_MIRROR_EXAMPLE} (a mirror of the hub) or "
+                "MODEL_SOURCE=modelscope.")
+    return "Or set MODEL_SOURCE=modelscope to download from ModelScope."
 
 
 def register_cli(subparsers: argparse._SubParsersAction) -> None:

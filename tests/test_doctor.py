@@ -123,12 +123,13 @@ def test_the_hf_token_is_located_but_never_shown(tmp_path, environ, file_text, e
     ("environ", "downloads"),
     [
         ({}, "model from Hugging Face, https://huggingface.co; FoodieQA from https://huggingface.co"),
-        ({"HF_ENDPOINT": "https://hf-mirror.com/"},
-         "model from Hugging Face, https://hf-mirror.com (HF_ENDPOINT); FoodieQA from https://hf-mirror.com (HF_ENDPOINT)"),
-        ({"MODEL_SOURCE": "modelscope"},
-         "model from ModelScope, https://modelscope.cn (MODEL_SOURCE=modelscope); FoodieQA from https://huggingface.co"),
+        ({"HF_ENDPOINT": "https://hf-mirror.com/"}, "model from Hugging Face, https://hf-mirror.com (HF_ENDPOINT); "
+                                                     "FoodieQA from https://hf-mirror.com (HF_ENDPOINT)"),
+        ({"MODEL_SOURCE": "modelscope"}, "model from ModelScope, https://modelscope.cn (MODEL_SOURCE=modelscope); "
+                                         "FoodieQA from https://huggingface.co"),
         ({"MODEL_SOURCE": "ModelScope", "MODELSCOPE_ENDPOINT": "http://127.0.0.1:8000"},
-         "model from ModelScope, http://127.0.0.1:8000 (MODEL_SOURCE=modelscope); FoodieQA from https://huggingface.co"),
+         "model from ModelScope, http://127.0.0.1:8000 (MODEL_SOURCE=modelscope); FoodieQA from "
+         "https://huggingface.co"),
     ],
 )
 def test_the_report_says_where_downloads_come_from(environ, downloads):
@@ -141,7 +142,8 @@ def test_a_model_path_that_downloads_names_the_model_and_its_folder_and_the_mirr
     report = build_report(make_facts(environ={"MODEL_PATH": "download"}))
     assert report.model == ("MODEL_PATH=download: OpenGVLab/InternVL2-2B, downloaded on first use into "
                             f"{run_dir() / 'models' / 'InternVL2-2B'}")
-    assert "from mainland China set HF_ENDPOINT=https://hf-mirror.com or MODEL_SOURCE=modelscope" in format_report(report)
+    mainland = "from mainland China set HF_ENDPOINT=https://hf-mirror.com or MODEL_SOURCE=modelscope"
+    assert mainland in format_report(report)
     for settings in ({"HF_ENDPOINT": "https://hf-mirror.com"}, {"MODEL_SOURCE": "modelscope"}):
         report = build_report(make_facts(environ={"MODEL_PATH": "download", **settings}))
         assert "mainland China" not in format_report(report)

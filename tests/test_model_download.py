@@ -82,7 +82,7 @@ def test_the_mirror_or_modelscope_delivers_the_model_into_run_dir(source_hub, tm
 
 
 def test_through_a_mirror_every_byte_comes_from_the_mirror(clean_env, monkeypatch):
-    """huggingface.co marks large files for Xet, whose servers ignore HF_ENDPOINT: through a mirror they are not used."""
+    """huggingface.co marks large files for Xet, whose servers ignore HF_ENDPOINT: through a mirror, Xet is not used."""
     with HuggingFaceHub() as mirror:
         mirror.models[DEFAULT_MODEL_REPO] = Repo(model_files())
         monkeypatch.setenv("HF_ENDPOINT", mirror.url)

@@ -19,7 +19,7 @@ from pathlib import Path, PurePosixPath
 from typing import Callable
 
 from ..errors import CourseError
-from ..hub import HF_MIRROR_EXAMPLE, has_token, hf_downloads_through, hf_endpoint, reachable
+from ..hub import HF_MIRROR_EXAMPLE, has_token, hf_downloads_through, hf_endpoint, hf_offline, reachable
 from ..outputs import is_course_output, staged_output
 from ..paths import foodieqa_download_dir
 from .layout import RELEASE_DIR, SIVQA_FILE, FoodieQAFormatError, sha256_of
@@ -140,14 +140,12 @@ def download_foodieqa(
             return found[0]
     from huggingface_hub.errors import HfHubHTTPError
 
-    from huggingface_hub import constants
-
     endpoint = hf_endpoint()
     request = {"repo_id": repo_id, "filename": filename, "repo_type": "dataset", "endpoint": endpoint}
     if downloader is None:
         from huggingface_hub import hf_hub_download as downloader
 
-        if constants.HF_HUB_OFFLINE or not reachable(endpoint):
+        if hf_offline() or not reachable(endpoint):
             request["local_files_only"] = True  # a cached zip still works; no retries against an absent network
     try:
         with hf_downloads_through(endpoint):
