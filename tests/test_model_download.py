@@ -9,6 +9,7 @@ import pytest
 from huggingface_hub import constants
 
 from course_utils import hub as course_hub
+from course_utils import model_download
 from course_utils.__main__ import main
 from course_utils.model_download import (
     DEFAULT_MODEL_REPO, DOWNLOAD_RECORD_FILE, ModelDownloadError, download_model, finished_download,
@@ -204,6 +205,25 @@ def test_a_folder_the_course_did_not_make_is_refused_before_any_request(source_h
     with pytest.raises(OutputRefused, match="did not make"):
         download_model(dest=mine)
     assert hub.requests == [] and (mine / "notes.txt").read_text() == "mine"
+    assert_is_the_model(download_model(dest=mine, force=True))
+    assert not (mine / "notes.txt").exists()
+
+
+def test_ctrl_c_keeps_what_arrived_and_says_how_to_resume(source_hub, monkeypatch, capsys, tmp_path):
+    source, _ = source_hub
+    real_fetch = getattr(model_download, f"fetch_from_{source}")
+
+    def fetch_then_ctrl_c(repo_id, folder, endpoint):
+        real_fetch(repo_id, folder, endpoint)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(model_download, f"fetch_from_{source}", fetch_then_ctrl_c)
+    assert main(["download-model"]) == 130
+    assert capsys.readouterr().err.endswith("error: interrupted; the files received so far are kept: run the same "
+                                            "command again to resume\n")
+    models = tmp_path / "run" / "models"
+    assert [p.name for p in models.iterdir()] == [".InternVL2-2B.download"]
+    assert (models / ".InternVL2-2B.download" / WEIGHTS).read_bytes() == model_files()[WEIGHTS]
 
 
 def test_a_bad_model_id_fails_before_any_download(clean_env, capsys):
