@@ -28,7 +28,7 @@ export DS_BUILD_OPS := 0
 
 space := $(subst ,, )
 
-.PHONY: help env course test lab doctor lock clean browser-tools
+.PHONY: help env course site test lab doctor lock clean browser-tools
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -38,6 +38,9 @@ env: $(ENV_STAMP) ## create the course environment if it is missing
 
 course: $(ENV_STAMP) ## build the embedded defaults and execute every lesson into build/notebooks/
 	"$(PY)" -m course_utils run-course
+
+site: $(ENV_STAMP) ## turn the lessons `make course` executed into a browsable site: build/site/index.html
+	"$(PY)" -m course_utils build-site
 
 test: $(ENV_STAMP) ## run the whole test suite (unit tests and notebook tests); the ten slowest are listed at the end
 	"$(PY)" -m pytest --durations=10 $(PYTEST_ARGS)

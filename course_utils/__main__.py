@@ -16,7 +16,7 @@ import sys
 
 from .errors import CourseError
 
-CLI_MODULES = ("doctor", "tiny_model", "pretraining", "foodieqa", "course_run")
+CLI_MODULES = ("doctor", "tiny_model", "pretraining", "foodieqa", "course_run", "site")
 # What the course's own checks raise: the message is the whole story, a traceback would only bury it.
 LEARNER_ERRORS = (CourseError, ValueError, FileNotFoundError, PermissionError)
 INTERRUPTED_STATUS = 130  # what a shell reports for Ctrl-C
