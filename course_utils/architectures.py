@@ -1,5 +1,6 @@
-"""Lesson 01's teaching code: the four ways to join vision and language as toy PyTorch modules, InternVL2 models
-counted from their published configurations, InternViT beside timm's ViT, and one forward pass stage by stage.
+"""Lesson 01's teaching code: the ways to join vision and language as toy PyTorch modules (four families and a
+query connector), InternVL2 models counted from their published configurations, InternViT beside timm's ViT, and
+one forward pass stage by stage.
 
 Everything here is small enough to read on the page (``show_source``) and runs on a CPU in well under a second;
 the real-size models are built on PyTorch's ``meta`` device, which gives every parameter its shape without
@@ -32,7 +33,7 @@ def sample_photo(size=(800, 600), seed: int = 0):
     return draw_dish_image(draw_dishes(1, rng)[0], rng).resize(size)
 
 
-# ----------------------------------------------------------------------- four multimodal design patterns
+# ----------------------------------------------------------------------- multimodal design patterns
 VOCAB, WIDTH, VISION_WIDTH, HEADS, PATCH, TOY_IMAGE_SIZE = 50, 32, 48, 4, 8, 32
 
 
@@ -86,6 +87,47 @@ class SeparateEncodersSharedDecoder(nn.Module):
         logits = self.decoder(sequence)
         return logits, {"image features": image_features, "projected image tokens": image_tokens,
                         "decoder input": sequence, "logits": logits}
+
+
+class QueryConnector(nn.Module):
+    """``num_queries`` learned vectors cross-attend to the ViT's patch tokens (a one-layer Q-Former / Perceiver
+    resampler): (B, patches, vision_width) -> (B, num_queries, llm_width), however many patches come in."""
+
+    def __init__(self, vision_width: int, llm_width: int, num_queries: int, heads: int):
+        super().__init__()
+        self.queries = nn.Parameter(0.02 * torch.randn(num_queries, llm_width))  # what to ask of every image
+        self.patch_norm = nn.LayerNorm(vision_width)
+        self.cross_attention = nn.MultiheadAttention(llm_width, heads, kdim=vision_width, vdim=vision_width,
+                                                     batch_first=True)
+        self.feed_forward = nn.Sequential(nn.LayerNorm(llm_width), nn.Linear(llm_width, llm_width), nn.GELU(),
+                                          nn.Linear(llm_width, llm_width))
+
+    def forward(self, patches):
+        queries = self.queries.expand(patches.shape[0], -1, -1)  # the same queries for every image
+        patches = self.patch_norm(patches)
+        attended, weights = self.cross_attention(queries, patches, patches)  # weights: (B, queries, patches)
+        tokens = queries + attended  # each token: a learned mix of all the patches, not one region of the image
+        return tokens + self.feed_forward(tokens), weights
+
+
+class QueryConnectorSharedDecoder(nn.Module):
+    """Separate encoders + shared decoder, joined by learned queries instead of a per-patch projector: the LLM
+    reads a fixed number of image tokens (BLIP-2, Qwen-VL)."""
+
+    def __init__(self, num_queries: int = 4):
+        super().__init__()
+        self.vision = ToyVisionEncoder()
+        self.connector = QueryConnector(VISION_WIDTH, WIDTH, num_queries, HEADS)
+        self.embed = nn.Embedding(VOCAB, WIDTH)
+        self.decoder = ToyDecoder()
+
+    def forward(self, image, text_ids):
+        image_features = self.vision(image)  # (B, patches, VISION_WIDTH)
+        image_tokens, weights = self.connector(image_features)  # (B, num_queries, WIDTH)
+        sequence = torch.cat([image_tokens, self.embed(text_ids)], dim=1)  # (B, num_queries + words, WIDTH)
+        logits = self.decoder(sequence)
+        return logits, {"image features": image_features, "query attention weights": weights,
+                        "image tokens (queries)": image_tokens, "decoder input": sequence, "logits": logits}
 
 
 class JointEncoder(nn.Module):
@@ -158,6 +200,12 @@ DESIGN_PATTERNS = {
         "every image token takes a place in the LLM's context (InternVL2: 256 per tile), so attention grows "
         "with image size; in return each part is pre-trained on its own and the LLM keeps its language skills",
     ),
+    "separate encoders + query connector": (
+        QueryConnectorSharedDecoder,
+        "BLIP-2 (Q-Former), Qwen-VL (resampler), Flamingo (Perceiver resampler, with cross-attention)",
+        "a fixed number of image tokens however large the image, but the queries must learn what to keep: a "
+        "connector with attention to train, and fine detail (small text) can fall between the queries",
+    ),
     "joint encoder": (
         JointEncoder,
         "ViLT, VisualBERT, UNITER (and Fuyu, as a decoder)",
@@ -210,16 +258,17 @@ def run_design_patterns(seed: int = 0) -> list[dict]:
 
 
 # -------------------------------------------------------------------- InternVL2 sizes, counted on meta
-# The language models of InternVL2-1B and -8B as their published config.json files give them; the vision side
-# (InternViT-300M-448px, pixel shuffle 0.5, 448-px tiles, up to 12) is the same as InternVL2-2B's.
+# The language models of InternVL2-1B and -8B as their published config.json files give them, named as the model
+# cards name them; the vision side (InternViT-300M-448px, pixel shuffle 0.5, 448-px tiles, up to 12) is the same
+# as InternVL2-2B's.
 PUBLISHED_LANGUAGE_MODELS = {
     "InternVL2-1B": ("Qwen2-0.5B-Instruct", dict(
         architectures=["Qwen2ForCausalLM"], vocab_size=151655, hidden_size=896, intermediate_size=4864,
         num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=32768,
         rope_theta=1000000.0,
     )),
-    "InternVL2-2B": ("InternLM2-chat-1.8B", None),  # the course's internvl2-2b preset, checked against the official layout
-    "InternVL2-8B": ("InternLM2.5-7B-chat", dict(
+    "InternVL2-2B": ("internlm2-chat-1_8b", None),  # the course's internvl2-2b preset, checked against the official layout
+    "InternVL2-8B": ("internlm2_5-7b-chat", dict(
         architectures=["InternLM2ForCausalLM"], vocab_size=92553, hidden_size=4096, intermediate_size=14336,
         num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=32768,
         rope_theta=1000000, rope_scaling={"type": "dynamic", "factor": 2.0},
