@@ -20,7 +20,8 @@ from typing import Any
 
 from .errors import CourseError
 from .outputs import course_folder, staged_file
-from .paths import notebook_build_dir, notebook_dir, project_root, run_dir, temporary_environment
+from .paths import (EDITIONS, FIRST_EDITION, edition_subfolder, notebook_build_dir, notebook_dir, project_root, run_dir,
+                    temporary_environment)
 from .records import read_records
 
 SMOKE_PARAMETER = "smoke"
@@ -28,18 +29,19 @@ HEADLINE_FIGURE = "heldout_original"  # recorded by lesson 05: accuracy before/a
 EXECUTED_KIND = "executed-notebooks"  # the outputs marker's kind
 
 
-def list_notebooks() -> list[Path]:
-    """The lesson notebooks, in lesson order (``00_*.ipynb``, ``01_*.ipynb``, ...)."""
-    return sorted(p for p in notebook_dir().glob("[0-9][0-9]_*.ipynb"))
+def list_notebooks(edition: str = FIRST_EDITION) -> list[Path]:
+    """An edition's lesson notebooks, in lesson order (``00_*.ipynb``, ``01_*.ipynb``, ...)."""
+    return sorted(p for p in notebook_dir(edition).glob("[0-9][0-9]_*.ipynb"))
 
 
-def find_notebook(name: str) -> Path:
+def find_notebook(name: str, edition: str = FIRST_EDITION) -> Path:
     """A lesson notebook by path, file name, stem or number prefix (``"03"``, ``"03_foodieqa_data"``)."""
     if Path(name).suffix == ".ipynb" and Path(name).is_file():
         return Path(name)
-    matches = [p for p in list_notebooks() if p.name == name or p.stem == name or p.name.startswith(f"{name}_")]
+    lessons = list_notebooks(edition)
+    matches = [p for p in lessons if p.name == name or p.stem == name or p.name.startswith(f"{name}_")]
     if len(matches) != 1:
-        known = ", ".join(p.stem for p in list_notebooks())
+        known = ", ".join(p.stem for p in lessons)
         raise FileNotFoundError(f"no single notebook matches {name!r}; the lessons are: {known}")
     return matches[0]
 
@@ -193,30 +195,37 @@ def format_headline(figure: dict) -> str:
             f"(95 % CI {low:.1%}-{high:.1%}, {figure['questions']} questions, McNemar p = {figure['mcnemar_p']:.2g})")
 
 
-def run_course(output_dir: Path, lessons: list[str] | None = None, smoke: bool = True) -> int:
-    """Build the embedded defaults, execute the lessons in order, print the summary; 0 only if every lesson ran.
+def run_course(output_dir: Path, lessons: list[str] | None = None, smoke: bool = True,
+               editions: tuple[str, ...] = tuple(EDITIONS)) -> int:
+    """Build the embedded defaults, execute each edition's lessons in order, print the summaries; 0 only if every
+    lesson ran.
 
-    ``lessons`` picks some by number or name (default: all).
+    ``lessons`` picks some by number or name (default: all). The first edition's executed copies go to
+    ``output_dir``, another's to ``output_dir/<edition>`` (``build/notebooks/zh-CN``).
     """
-    notebooks = [find_notebook(name) for name in lessons] if lessons else list_notebooks()
-    if not notebooks:
-        raise CourseError(f"no lesson notebooks (NN_name.ipynb) in {notebook_dir()}")
-    output_dir = course_folder(output_dir, EXECUTED_KIND, protected=[notebook_dir()])  # refused before any work
+    plans = []
+    for edition in editions:
+        notebooks = [find_notebook(name, edition) for name in lessons] if lessons else list_notebooks(edition)
+        if not notebooks:
+            raise CourseError(f"no lesson notebooks (NN_name.ipynb) in {notebook_dir(edition)}")
+        folder = Path(output_dir) / edition_subfolder(edition)
+        plans.append((edition, notebooks, course_folder(folder, EXECUTED_KIND, protected=[notebook_dir(edition)])))
     print(f"RUN_DIR={run_dir()}")
     for line in build_embedded_defaults():
         print(f"  {line}")
-    runs = []
-    for notebook in notebooks:
-        print(f"running {notebook.stem} ...", flush=True)
-        runs.append(run_lesson(notebook, output_dir, smoke=smoke))
-    print()
-    print(format_summary(runs, output_dir))
-    failed = [run for run in runs if not run.ok]
+    failed = []
+    for edition, notebooks, folder in plans:
+        runs = []
+        for notebook in notebooks:
+            print(f"running {edition}/{notebook.stem} ...", flush=True)
+            runs.append(run_lesson(notebook, folder, smoke=smoke))
+        print()
+        print(format_summary(runs, folder))
+        failed += [f"{edition}/{run.name}" for run in runs if not run.ok]
     if failed:
-        names = ", ".join(run.name for run in failed)
         print(
-            f"\nerror: {len(failed)} lesson(s) failed: {names}. The executed copies in {output_dir} show the "
-            "failing cell; rerun one with `python -m course_utils run-notebook NN`.",
+            f"\nerror: {len(failed)} lesson(s) failed: {', '.join(failed)}. The executed copies show the failing "
+            "cell; rerun one with `python -m course_utils run-notebook NN [--edition E]`.",
             file=sys.stderr,
         )
         return 1
@@ -229,7 +238,8 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
 
     parser = subparsers.add_parser("run-notebook", help="execute one lesson notebook with papermill")
     parser.add_argument("notebook", help="file name, stem or number, e.g. 03")
-    parser.add_argument("--out", default=default_out, help="output folder")
+    parser.add_argument("--edition", choices=list(EDITIONS), default=FIRST_EDITION, help="default: %(default)s")
+    parser.add_argument("--out", default=None, help="output folder (default: the edition's under build/notebooks)")
     parser.add_argument("--full", action="store_true", help=full_help)
     parser.set_defaults(handler=_run_notebook_cli)
 
@@ -237,7 +247,8 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
         "run-course", help="build the embedded defaults, execute every lesson, print a summary of their figures"
     )
     parser.add_argument("lessons", nargs="*", help="only these lessons (numbers or names); default: all")
-    parser.add_argument("--out", default=default_out, help="output folder")
+    parser.add_argument("--edition", choices=["all", *EDITIONS], default="all", help="default: %(default)s")
+    parser.add_argument("--out", default=default_out, help="output folder (other editions in sub-folders)")
     parser.add_argument("--full", action="store_true", help=full_help)
     parser.set_defaults(handler=_run_course_cli)
 
@@ -245,7 +256,8 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
 def _run_notebook_cli(args: argparse.Namespace) -> int:
     from papermill.exceptions import PapermillExecutionError
 
-    notebook = find_notebook(args.notebook)
+    notebook = find_notebook(args.notebook, args.edition)
+    args.out = args.out or notebook_build_dir(args.edition)
     try:
         executed = execute_notebook(notebook, args.out, smoke=not args.full)
     except PapermillExecutionError as error:
@@ -258,4 +270,5 @@ def _run_notebook_cli(args: argparse.Namespace) -> int:
 
 
 def _run_course_cli(args: argparse.Namespace) -> int:
-    return run_course(Path(args.out), args.lessons, smoke=not args.full)
+    editions = tuple(EDITIONS) if args.edition == "all" else (args.edition,)
+    return run_course(Path(args.out), args.lessons, smoke=not args.full, editions=editions)

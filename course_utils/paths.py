@@ -54,14 +54,25 @@ def env_path(name: str) -> str | None:
     return value or None
 
 
-def notebook_dir() -> Path:
-    """The folder of the numbered lesson notebooks."""
-    return project_root() / "notebooks"
+# The course's editions: the same code cells, prose written for each language's readers.
+EDITIONS = {"en": "English", "zh-CN": "中文"}
+FIRST_EDITION = "en"  # the one written first; the others are translated from it
 
 
-def notebook_build_dir() -> Path:
-    """Where ``run-notebook`` and ``run-course`` put the executed lessons by default."""
-    return project_root() / "build" / "notebooks"
+def edition_subfolder(edition: str) -> str:
+    if edition not in EDITIONS:
+        raise ValueError(f"no {edition!r} edition of the lessons: choose one of {', '.join(EDITIONS)}")
+    return "" if edition == FIRST_EDITION else edition
+
+
+def notebook_dir(edition: str = FIRST_EDITION) -> Path:
+    """The folder of an edition's numbered lesson notebooks (``notebooks/``, ``notebooks/zh-CN/``)."""
+    return project_root() / "notebooks" / edition_subfolder(edition)
+
+
+def notebook_build_dir(edition: str = FIRST_EDITION) -> Path:
+    """Where ``run-notebook`` and ``run-course`` put an edition's executed lessons by default."""
+    return project_root() / "build" / "notebooks" / edition_subfolder(edition)
 
 
 def tiny_model_dir() -> Path:
