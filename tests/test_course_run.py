@@ -111,17 +111,17 @@ def test_run_course_runs_every_lesson_then_fails_on_the_failing_one(tmp_path, mo
         "from course_utils.records import record\nrecord('smoke', smoke)\nrecord('accuracy', 0.625)",
     )
     write_lesson(lessons, "01_broken", "smoke = False", "raise ValueError('tile size must be 448')")
-    monkeypatch.setattr(course_run, "notebook_dir", lambda: lessons)
+    monkeypatch.setattr(course_run, "notebook_dir", lambda edition="en": lessons)
     monkeypatch.setattr(course_run, "build_embedded_defaults", lambda: ["tiny InternVL2 model: (stub)"])
     out = tmp_path / "executed"
 
-    assert run_course(out) == 1
+    assert run_course(out, editions=("en",)) == 1
 
     captured = capsys.readouterr()
     assert "00_fine" in captured.out and "accuracy = 0.625" in captured.out and "smoke = True" in captured.out
     assert "error: ValueError: tile size must be 448" in captured.out
     assert "1 of 2 lessons ran" in captured.out
-    assert "1 lesson(s) failed: 01_broken" in captured.err
+    assert "1 lesson(s) failed: en/01_broken" in captured.err
     assert sorted(path.name for path in out.iterdir()) == [MARKER_FILE, "00_fine.ipynb", "01_broken.ipynb"]
 
 
@@ -180,8 +180,8 @@ def test_run_course_into_the_lessons_folder_is_refused_before_any_work(tmp_path,
     lessons = tmp_path / "notebooks"
     lessons.mkdir()
     lesson = write_lesson(lessons, "00_fine", "smoke = False")
-    monkeypatch.setattr(course_run, "notebook_dir", lambda: lessons)
+    monkeypatch.setattr(course_run, "notebook_dir", lambda edition="en": lessons)
     monkeypatch.setattr(course_run, "build_embedded_defaults", lambda: pytest.fail("built before checking --out"))
-    assert main(["run-course", "--out", str(lessons)]) == 1
+    assert main(["run-course", "--edition", "en", "--out", str(lessons)]) == 1
     assert "never writes into its own input" in capsys.readouterr().err
     assert sorted(p.name for p in lessons.iterdir()) == [lesson.name]
