@@ -17,16 +17,6 @@ from course_utils.engines.lmdeploy_engine import (backend_config, cache_special_
 from course_utils.engines.serving import lmdeploy_command
 
 
-@pytest.fixture(scope="module")
-def lmdeploy_parser():
-    from lmdeploy.cli.cli import CLI
-    from lmdeploy.cli.serve import SubCliServe
-
-    CLI.add_parsers()
-    SubCliServe.add_parsers()
-    return CLI.parser
-
-
 def test_a_model_folder_without_chat_template_is_refused_with_the_fix(tiny_model_path, tmp_path):
     assert "<|im_start|>" in check_chat_template(tiny_model_path)
     folder = tmp_path / "finetuned"

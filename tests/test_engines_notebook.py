@@ -125,19 +125,12 @@ def lesson_02_shell_commands() -> list[str]:
     return [line.strip() for block in blocks for line in block.replace("\\\n", " ").splitlines() if line.strip()]
 
 
-def test_the_lmdeploy_commands_the_lesson_shows_are_what_lmdeploy_parses():
-    from lmdeploy.cli.cli import CLI
-    from lmdeploy.cli.lite import SubCliLite
-    from lmdeploy.cli.serve import SubCliServe
-
-    CLI.add_parsers()
-    SubCliServe.add_parsers()
-    SubCliLite.add_parsers()
+def test_the_lmdeploy_commands_the_lesson_shows_are_what_lmdeploy_parses(lmdeploy_parser):
     commands = lesson_02_shell_commands()
     assert [command.split()[:3] for command in commands] == [["lmdeploy", "serve", "api_server"],
                                                              ["lmdeploy", "lite", "auto_awq"],
                                                              ["lmdeploy", "serve", "api_server"]]
-    served, quantized, served_awq = (CLI.parser.parse_args(command.split()[1:]) for command in commands)
+    served, quantized, served_awq = (lmdeploy_parser.parse_args(command.split()[1:]) for command in commands)
     assert (served.backend, served.server_name, served.session_len, served.cache_max_entry_count) == (
         "pytorch", "127.0.0.1", 8192, 0.2)
     assert (quantized.w_bits, quantized.w_group_size, quantized.work_dir) == (4, 128, served_awq.model_path)
