@@ -95,14 +95,18 @@ def main(argv=None) -> int:
 
     from course_utils.course_run import build_embedded_defaults, list_notebooks
 
-    # A run of some parts keeps the other parts of an earlier run in the same file, each with its machine.
+    # A run of some lessons keeps the other lessons of an earlier run in the same file, each part with its machine.
     results = json.loads(args.out.read_text(encoding="utf-8")) if args.out.exists() else {}
     machine = gpu_description()
     executed = args.executed or Path(tempfile.mkdtemp(prefix="gpu-course-"))
 
     def saver(part):
+        earlier = list(results.get(part, {}).get("lessons", []))
+
         def save(outcomes):
-            results[part] = {"machine": machine, "lessons": outcomes}
+            rerun = {o["lesson"] for o in outcomes}
+            lessons = sorted([o for o in earlier if o["lesson"] not in rerun] + outcomes, key=lambda o: o["lesson"])
+            results[part] = {"machine": machine, "lessons": lessons}
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
         return save

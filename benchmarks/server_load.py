@@ -15,7 +15,8 @@ running server, e.g. LMDeploy's on a GPU:
 
     python benchmarks/server_load.py --out benchmarks/results/server_load.json
     lmdeploy serve api_server MODEL_DIR --server-port 23333 &
-    python benchmarks/server_load.py --base-url http://127.0.0.1:23333/v1 --model MODEL_NAME --out lmdeploy.json
+    python benchmarks/server_load.py --base-url http://127.0.0.1:23333/v1 --model MODEL_NAME --out lmdeploy.json \\
+        --describe "lmdeploy serve api_server, PyTorch engine, H100"
 """
 
 from __future__ import annotations
@@ -196,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--api-key", default=None)
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds a request may take (default 120)")
     parser.add_argument("--long-tokens", type=int, default=4000, help="max_tokens of the disconnect case's answer")
+    parser.add_argument("--describe", default=None,
+                        help="with --base-url: what that server is (engine, model, machine), kept in the results")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     if bool(args.base_url) != bool(args.model):
@@ -203,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     setup = {"python": platform.python_version(), "machine": platform.machine(), "timeout_seconds": args.timeout}
     if args.base_url:
         server, base_url, model = nullcontext(), args.base_url, args.model
-        setup.update(server=f"running server at {args.base_url}", model=model)
+        setup.update(server=args.describe or f"running server at {args.base_url}", model=model)
     else:
         import os
 

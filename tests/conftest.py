@@ -72,6 +72,20 @@ def tiny_model_and_tokenizer(tiny_model_path):
     return model, tokenizer
 
 
+@pytest.fixture(scope="session")
+def lmdeploy_parser():
+    """LMDeploy's own command-line parser (``lmdeploy serve ...``, ``lmdeploy lite ...``), built once: LMDeploy
+    keeps its subcommands in class attributes, so a second build in the same process would clash."""
+    from lmdeploy.cli.cli import CLI
+    from lmdeploy.cli.lite import SubCliLite
+    from lmdeploy.cli.serve import SubCliServe
+
+    CLI.add_parsers()
+    SubCliServe.add_parsers()
+    SubCliLite.add_parsers()
+    return CLI.parser
+
+
 @pytest.fixture
 def refuse_writes_in(monkeypatch):
     """``refuse_writes_in(folder)``: making anything in ``folder`` fails as on a read-only disk.

@@ -169,6 +169,11 @@ def test_load_engine_refuses_bad_arguments(tiny_model_path, tmp_path):
         load_engine(tiny_model_path, backend="transformers", dtype="float8")
 
 
+def test_the_transformers_engine_names_the_lmdeploy_knobs_it_does_not_use(tiny_model_path):
+    with pytest.warns(UserWarning, match="cache_max_entry_count, quant_policy: LMDeploy settings, unused"):
+        load_engine(tiny_model_path, backend="transformers", cache_max_entry_count=0.2, quant_policy=8).close()
+
+
 def test_close_drops_the_model(tiny_model_path, dish):
     engine = load_engine(tiny_model_path, backend="transformers", max_dynamic_patch=1)
     assert engine.answer(dish.resize((900, 300)), "q", SHORT).output_tokens > 0

@@ -17,16 +17,6 @@ from course_utils.engines.lmdeploy_engine import (backend_config, cache_special_
 from course_utils.engines.serving import lmdeploy_command
 
 
-@pytest.fixture(scope="module")
-def lmdeploy_parser():
-    from lmdeploy.cli.cli import CLI
-    from lmdeploy.cli.serve import SubCliServe
-
-    CLI.add_parsers()
-    SubCliServe.add_parsers()
-    return CLI.parser
-
-
 def test_a_model_folder_without_chat_template_is_refused_with_the_fix(tiny_model_path, tmp_path):
     assert "<|im_start|>" in check_chat_template(tiny_model_path)
     folder = tmp_path / "finetuned"
@@ -92,6 +82,30 @@ def test_backend_config_carries_the_knobs():
         backend_config("lmdeploy", executor="threads")
     with pytest.raises(ValueError, match="bfloat16 or float16"):
         backend_config("lmdeploy", dtype="float32")
+    assert backend_config("lmdeploy").quant_policy == 0  # LMDeploy's default: a 16-bit KV cache
+    assert backend_config("lmdeploy", quant_policy=8).quant_policy == 8
+    assert backend_config("turbomind", quant_policy=4).quant_policy == 4
+    with pytest.raises(ValueError, match="quant_policy is 0"):
+        backend_config("lmdeploy", quant_policy=2)
+
+
+@pytest.mark.parametrize("quant_policy", [0, 8, 4])
+def test_kv_bytes_per_token_are_lmdeploys_own(quant_policy):
+    """The course's arithmetic of the KV cache equals LMDeploy's block size (16-bit, 8-bit and 4-bit caches)."""
+    import torch
+    from lmdeploy.pytorch.config import ModelConfig
+    from lmdeploy.pytorch.engine.cache_engine import CacheEngine
+
+    from course_utils.engines.kv_cache import BLOCK_SIZE, LLMShape
+    from course_utils.tiny_model import INTERNVL2_2B_PRESET
+
+    llm = INTERNVL2_2B_PRESET["llm_config"]
+    shape = LLMShape.from_llm_config(llm)
+    config = ModelConfig(hidden_size=llm["hidden_size"], num_layers=shape.layers,
+                         num_attention_heads=llm["num_attention_heads"], num_key_value_heads=shape.kv_heads,
+                         bos_token_id=1, eos_token_id=[2], head_dim=shape.head_dim, dtype=torch.bfloat16)
+    lmdeploy_block = CacheEngine.get_cache_block_size(BLOCK_SIZE, config, 1, quant_policy)
+    assert shape.bytes_per_token(quant_policy=quant_policy) * BLOCK_SIZE == lmdeploy_block
 
 
 def test_generation_settings_map_to_lmdeploy():

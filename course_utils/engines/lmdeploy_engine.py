@@ -26,6 +26,7 @@ from typing import Iterator, Sequence
 
 from .interface import (Answer, GenerationSettings, cuda_available, free_memory, open_image, place_image,
                         split_image_placeholder)
+from .kv_cache import QUANT_POLICIES
 
 ENGINES = ("lmdeploy", "turbomind")  # "lmdeploy" is LMDeploy's PyTorch engine
 DTYPES = ("auto", "bfloat16", "float16")
@@ -63,9 +64,10 @@ def cache_special_token_ids(tokenizer) -> None:
 
 def backend_config(engine: str = "lmdeploy", *, dtype: str = "auto", session_len: int | None = None,
                    cache_max_entry_count: float | None = None, max_batch_size: int | None = None, tp: int = 1,
-                   executor: str | None = None):
+                   executor: str | None = None, quant_policy: int | None = None):
     """``PytorchEngineConfig`` (engine "lmdeploy") or ``TurbomindEngineConfig`` ("turbomind") with the course's
-    knobs; None keeps LMDeploy's default (session_len: the model's context; cache: 0.8; batch: by GPU).
+    knobs; None keeps LMDeploy's default (session_len: the model's context; cache: 0.8; batch: by GPU; KV cache:
+    16-bit, ``quant_policy`` 0).
 
     ``executor`` (PyTorch engine): where the model runs, one of :data:`EXECUTORS`; None is LMDeploy's "uni" on one
     GPU and the course's "mp" on several."""
@@ -79,8 +81,10 @@ def backend_config(engine: str = "lmdeploy", *, dtype: str = "auto", session_len
     if executor is not None and (engine != "lmdeploy" or executor not in EXECUTORS):
         raise ValueError(f"executor is the PyTorch engine's (engine='lmdeploy'), one of {', '.join(EXECUTORS)} "
                          f"(got engine={engine!r}, executor={executor!r})")
+    if quant_policy not in (None, *QUANT_POLICIES):
+        raise ValueError(f"quant_policy is 0 (16-bit KV cache), 8 or 4 (bits) (got {quant_policy!r})")
     knobs = dict(dtype=dtype, tp=tp, session_len=session_len, max_batch_size=max_batch_size,
-                 cache_max_entry_count=cache_max_entry_count)
+                 cache_max_entry_count=cache_max_entry_count, quant_policy=quant_policy)
     if engine == "lmdeploy":
         knobs["distributed_executor_backend"] = executor or ("mp" if tp > 1 else None)
     knobs = {name: value for name, value in knobs.items() if value is not None}  # None: LMDeploy's own default
@@ -175,7 +179,7 @@ class LMDeployEngine:
     def __init__(self, model_path: Path, *, engine: str = "lmdeploy", dtype: str = "auto",
                  max_dynamic_patch: int | None = None, session_len: int | None = None,
                  cache_max_entry_count: float | None = None, max_batch_size: int | None = None, tp: int = 1,
-                 vision_batch_size: int | None = None, executor: str | None = None):
+                 vision_batch_size: int | None = None, executor: str | None = None, quant_policy: int | None = None):
         if not cuda_available():
             raise RuntimeError("LMDeploy needs a CUDA GPU and torch sees none: use backend='transformers' "
                                "(or 'auto', which picks it here)")
@@ -188,7 +192,8 @@ class LMDeployEngine:
         self.system_message = model_system_message(self.model_path)
         self.backend_config = backend_config(engine, dtype=dtype, session_len=session_len,
                                              cache_max_entry_count=cache_max_entry_count,
-                                             max_batch_size=max_batch_size, tp=tp, executor=executor)
+                                             max_batch_size=max_batch_size, tp=tp, executor=executor,
+                                             quant_policy=quant_policy)
         if getattr(self.backend_config, "distributed_executor_backend", None) == "mp":
             from transformers import AutoConfig
 

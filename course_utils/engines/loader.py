@@ -13,7 +13,8 @@ BACKENDS = ("auto", "transformers", "lmdeploy", "turbomind")
 def load_engine(model_path, backend: str = "auto", *, dtype: str = "auto", device: str | None = None,
                 max_dynamic_patch: int | None = None, session_len: int | None = None,
                 cache_max_entry_count: float | None = None, max_batch_size: int | None = None, tp: int = 1,
-                vision_batch_size: int | None = None, executor: str | None = None) -> Engine:
+                vision_batch_size: int | None = None, executor: str | None = None,
+                quant_policy: int | None = None) -> Engine:
     """Load ``model_path`` (any InternVL2 folder) with ``backend`` ("auto", "transformers", "lmdeploy" or
     "turbomind"). The knobs are explained in :data:`.interface.KNOBS`; None keeps each backend's default. ``tp``
     splits the model over that many GPUs (LMDeploy); ``executor`` is how LMDeploy's PyTorch engine runs it
@@ -28,7 +29,7 @@ def load_engine(model_path, backend: str = "auto", *, dtype: str = "auto", devic
                                 "how to download one) or leave MODEL_PATH unset for the embedded tiny model")
     knobs = dict(dtype=dtype, max_dynamic_patch=max_dynamic_patch, session_len=session_len,
                  cache_max_entry_count=cache_max_entry_count, max_batch_size=max_batch_size, tp=tp,
-                 vision_batch_size=vision_batch_size)
+                 vision_batch_size=vision_batch_size, quant_policy=quant_policy)
     if backend == "transformers":
         from .transformers_engine import TransformersEngine
 

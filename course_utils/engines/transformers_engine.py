@@ -44,11 +44,11 @@ class TransformersEngine:
     def __init__(self, model_path: Path, *, device: str | None = None, dtype: str = "auto",
                  max_dynamic_patch: int | None = None, session_len: int | None = None,
                  cache_max_entry_count: float | None = None, max_batch_size: int | None = None, tp: int = 1,
-                 vision_batch_size: int | None = None):
+                 vision_batch_size: int | None = None, quant_policy: int | None = None):
         if tp != 1:
             raise ValueError("the transformers engine runs on one device (tp=1); tensor parallelism needs LMDeploy")
         warn_lmdeploy_only("the transformers engine", cache_max_entry_count=cache_max_entry_count,
-                           vision_batch_size=vision_batch_size)
+                           vision_batch_size=vision_batch_size, quant_policy=quant_policy)
         for name, value in (("max_dynamic_patch", max_dynamic_patch), ("session_len", session_len),
                             ("max_batch_size", max_batch_size)):
             if value is not None and value < 1:
