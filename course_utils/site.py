@@ -13,12 +13,10 @@ import html
 from pathlib import Path
 
 from .outputs import staged_output
-from .paths import notebook_build_dir, project_root
+from .paths import EDITIONS, edition_subfolder, notebook_build_dir, project_root
 
 SITE_KIND = "course-site"
 TEMPLATE_DIR = Path(__file__).resolve().parent / "site_template"
-# (code, the edition's name in its own language, where `make course` puts its executed lessons)
-EDITIONS = (("en", "English", ""), ("zh-CN", "中文", "zh-CN"))
 INDEX_LINK = {"en": "All lessons", "zh-CN": "全部课程"}
 
 
@@ -38,8 +36,8 @@ def lesson_title(notebook, fallback: str) -> str:
 def executed_lessons(executed_root: Path) -> dict[str, list[Path]]:
     """The executed lessons of each edition that has any, in lesson order."""
     found = {}
-    for code, _, subfolder in EDITIONS:
-        lessons = sorted((executed_root / subfolder).glob("[0-9][0-9]_*.ipynb"))
+    for code in EDITIONS:
+        lessons = sorted((executed_root / edition_subfolder(code)).glob("[0-9][0-9]_*.ipynb"))
         if lessons:
             found[code] = lessons
     return found
@@ -54,7 +52,7 @@ def navigation(code: str, lessons: list[Path], index: int, titles: dict[Path, st
     if index + 1 < len(lessons):
         following = lessons[index + 1]
         links.append(f'<a href="{following.stem}.html">{html.escape(titles[following])} →</a>')
-    for other, name, _ in EDITIONS:
+    for other, name in EDITIONS.items():
         if other != code and lessons[index].name in {path.name for path in editions.get(other, [])}:
             links.append(f'<a href="../{other}/{lessons[index].stem}.html" hreflang="{other}">{name}</a>')
     return " ".join(links)
@@ -62,7 +60,7 @@ def navigation(code: str, lessons: list[Path], index: int, titles: dict[Path, st
 
 def index_page(titles_by_edition: dict[str, list[tuple[Path, str]]]) -> str:
     sections = []
-    for code, name, _ in EDITIONS:
+    for code, name in EDITIONS.items():
         if code not in titles_by_edition:
             continue
         items = "\n".join(f'    <li><a href="{code}/{path.stem}.html">{html.escape(title)}</a></li>'
