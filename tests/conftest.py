@@ -36,20 +36,38 @@ def session_run_dir(tmp_path_factory) -> Iterator[Path]:
             os.environ[name] = value
 
 
+# A translation's lesson 04 trains one epoch in CI: its code runs whole, in a run folder of the edition's own, and
+# the full run's figures are the first edition's (the same code); `make course` runs every edition in full.
+TRANSLATION_CI_PARAMETERS = {"04": {"MAX_EPOCHS": 1}}
+
+
 @pytest.fixture(scope="session")
 def executed_notebook(session_run_dir, tmp_path_factory):
-    """``executed_notebook("03")`` executes that lesson once per session; returns (path, recorded figures)."""
-    from course_utils.course_run import execute_notebook, recorded_figures
+    """``executed_notebook("03")`` executes that lesson once per session; returns (path, recorded figures).
+
+    ``executed_notebook("03", "zh-CN")`` executes its translation, in a run folder of its own. The executed copies
+    lie as `make course` leaves them: ``executed_notebook.out_dir``, a translation's in its sub-folder.
+    """
+    from course_utils.course_run import execute_notebook, find_notebook, recorded_figures
+    from course_utils.paths import FIRST_EDITION, edition_subfolder
 
     out_dir = tmp_path_factory.mktemp("executed")
-    cache: dict[str, tuple[Path, dict]] = {}
+    run_folders: dict[str, Path] = {}
+    cache: dict[tuple[str, str], tuple[Path, dict]] = {}
 
-    def run(name: str):
-        if name not in cache:
-            path = execute_notebook(name, out_dir)
-            cache[name] = (path, recorded_figures(path))
-        return cache[name]
+    def run(name: str, edition: str = FIRST_EDITION):
+        if (name, edition) not in cache:
+            if edition == FIRST_EDITION:
+                path = execute_notebook(name, out_dir)
+            else:
+                run_folder = run_folders.setdefault(edition, tmp_path_factory.mktemp(f"run-{edition}"))
+                path = execute_notebook(find_notebook(name, edition), out_dir / edition_subfolder(edition),
+                                        parameters=TRANSLATION_CI_PARAMETERS.get(name[:2]),
+                                        env={"RUN_DIR": str(run_folder)})
+            cache[name, edition] = (path, recorded_figures(path))
+        return cache[name, edition]
 
+    run.out_dir = out_dir
     return run
 
 

@@ -14,9 +14,6 @@ from course_utils.paths import notebook_dir
 
 TRANSLATED = "zh-CN"
 CJK = re.compile(r"[\u4e00-\u9fff]")
-# In CI the translation's lesson 04 trains one epoch: its code runs whole, in a run folder of its own, and the full
-# run's figures are the English edition's (the same code); `make course` runs both editions in full.
-CI_PARAMETERS = {"04": {"MAX_EPOCHS": 1}}
 
 
 def load(path) -> dict:
@@ -53,29 +50,10 @@ def test_the_translation_runs_the_same_code(path):
     assert differences(load(path), load(notebook_dir(TRANSLATED) / path.name)) == []
 
 
-@pytest.fixture(scope="module")
-def translated_lesson(session_run_dir, tmp_path_factory):
-    """``translated_lesson("03")`` executes the translation of that lesson once, in a run folder of the edition's
-    own; returns its recorded figures."""
-    from course_utils.course_run import execute_notebook, find_notebook, recorded_figures
-
-    run_folder, out_dir = tmp_path_factory.mktemp("translated-run"), tmp_path_factory.mktemp("translated")
-    cache: dict[str, dict] = {}
-
-    def run(lesson: str) -> dict:
-        if lesson not in cache:
-            executed = execute_notebook(find_notebook(lesson, TRANSLATED), out_dir,
-                                        parameters=CI_PARAMETERS.get(lesson), env={"RUN_DIR": str(run_folder)})
-            cache[lesson] = recorded_figures(executed)
-        return cache[lesson]
-
-    return run
-
-
 @pytest.mark.parametrize("path", list_notebooks(), ids=lambda path: path.stem)
-def test_the_translation_runs_and_records_what_the_original_records(path, translated_lesson, executed_notebook):
+def test_the_translation_runs_and_records_what_the_original_records(path, executed_notebook):
     lesson = path.name[:2]
-    figures = translated_lesson(lesson)
+    _, figures = executed_notebook(lesson, TRANSLATED)
     _, original = executed_notebook(lesson)
     assert set(figures) == set(original)
     if lesson == "03":  # the data and its split depend on nothing but the seed
