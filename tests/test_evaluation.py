@@ -222,6 +222,11 @@ def test_pictures_draw_the_measured_accuracies(prepared):
     assert heights == [0.0, round(100 * 5 / 6, 6)]
     by_type = plot_by_group(accuracy_by(before, "question_type"), accuracy_by(after, "question_type"), "per type")
     assert len(by_type.axes[0].patches) == 2 * len({q["question_type"] for q in questions})
+    chance_lines = [line for line in by_type.axes[0].lines if line.get_linestyle() == "--"]
+    assert len(chance_lines) == 1
+    open_questions = plot_by_group(accuracy_by(before, "question_type"), accuracy_by(after, "question_type"), "open",
+                                   chance=False)  # no options to guess among: no chance line
+    assert not [line for line in open_questions.axes[0].lines if line.get_linestyle() == "--"]
     published = plot_published({"this course": (50.0, None)})
     assert len(published.axes[0].patches) == 2 * 9 + 1  # the paper's nine models in two languages, ours in one
     shown = pick_gallery(change_table(before, after), 4)

@@ -60,3 +60,10 @@ def test_a_learners_own_cache_share_wins(loaded):
 def test_the_transformers_engine_gets_no_lmdeploy_knobs(loaded):
     scoring.evaluate_model("model", {"set": [QUESTION]}, backend="transformers", batch_size=8)
     assert loaded[0].options == {}
+
+
+def test_an_engine_for_a_loop_of_ones_own_gets_the_same_options_and_stays_open(loaded):
+    engine = scoring.evaluation_engine("model", backend="lmdeploy", batch_size=4, max_dynamic_patch=1)
+    assert engine is loaded[0] and not engine.closed  # the caller closes it
+    assert engine.options == {"cache_max_entry_count": scoring.LMDEPLOY_CACHE_SHARE, "max_batch_size": 4,
+                              "max_dynamic_patch": 1}

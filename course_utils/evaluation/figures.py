@@ -54,8 +54,9 @@ def plot_before_after(comparisons: dict[str, dict], title: str = "held-out dishe
     return figure
 
 
-def plot_by_group(before: dict[str, dict], after: dict[str, dict], title: str):
-    """Accuracy per group (cuisine or question type) before and after, horizontal bars with intervals."""
+def plot_by_group(before: dict[str, dict], after: dict[str, dict], title: str, chance: bool = True):
+    """Accuracy per group (cuisine or question type) before and after, horizontal bars with intervals; ``chance``
+    False leaves out the chance line (for open questions, which have no options to guess among)."""
     from matplotlib.figure import Figure
 
     from ..fonts import use_cjk_font
@@ -71,7 +72,8 @@ def plot_by_group(before: dict[str, dict], after: dict[str, dict], title: str):
                   [100 * (v["ci95"][1] - v["accuracy"]) for v in values]]
         axes.barh([i + offset for i in range(len(names))], accuracies, 0.4, xerr=errors, capsize=2,
                   color=COLOURS[key], label=label)
-    _chance_line(axes, vertical=True)
+    if chance:
+        _chance_line(axes, vertical=True)
     axes.set_yticks(range(len(names)), [f"{n} (n={before[n]['questions']})" for n in names])
     axes.set_xlim(0, 105)
     axes.set_xlabel("accuracy, % (bars: 95 % Wilson interval)")

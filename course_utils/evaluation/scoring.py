@@ -127,21 +127,27 @@ def agreement(first: list[dict], second: list[dict]) -> dict:
 LMDEPLOY_CACHE_SHARE = 0.2
 
 
-def evaluate_model(model_path: str | Path, question_sets: dict[str, list[dict]], backend: str = "auto",
-                   settings=None, batch_size: int = 16, **engine_options) -> tuple[dict[str, list[dict]], dict]:
-    """Load ``model_path`` once, answer every question set, free the model: ({set name: scored}, engine info).
+def evaluation_engine(model_path: str | Path, backend: str = "auto", batch_size: int = 16, **engine_options):
+    """The course's engine (:func:`course_utils.engines.load_engine`) for ``model_path``, set up for an evaluation.
 
     LMDeploy engines get a modest KV cache (``LMDEPLOY_CACHE_SHARE`` of free GPU memory) and ``batch_size`` as their
     batch limit unless ``engine_options`` say otherwise: with LMDeploy's default share (0.8) the cache left too little
     memory for its CUDA graphs on an 80 GB card (measured)."""
-    from ..engines import choose_backend, load_engine
+    from .. import engines
 
     if backend == "auto":
-        backend, _ = choose_backend()
+        backend, _ = engines.choose_backend()
     if backend != "transformers":
         engine_options = {"cache_max_entry_count": LMDEPLOY_CACHE_SHARE, "max_batch_size": batch_size,
                           **engine_options}
-    engine = load_engine(model_path, backend=backend, **engine_options)
+    return engines.load_engine(model_path, backend=backend, **engine_options)
+
+
+def evaluate_model(model_path: str | Path, question_sets: dict[str, list[dict]], backend: str = "auto",
+                   settings=None, batch_size: int = 16, **engine_options) -> tuple[dict[str, list[dict]], dict]:
+    """Load ``model_path`` once (:func:`evaluation_engine`), answer every question set, free the model:
+    ({set name: scored}, engine info)."""
+    engine = evaluation_engine(model_path, backend, batch_size, **engine_options)
     try:
         scored = {name: score_replies(questions, ask(engine, questions, settings, batch_size,
                                                      desc=f"{Path(model_path).name} · {name}"))

@@ -17,6 +17,8 @@ from ..foodieqa.synthetic import QUESTIONS, make_question
 from .corpus import ATTRIBUTES, LANGUAGES, QUESTIONS_PER_PICTURE, attribute_value, draw_sample, read_description
 
 HELDOUT_SEED = 1  # the shipped weights were pretrained on the corpus of seed 0: these pictures are new to them
+# Each part asks about pictures of its own: the open questions from picture 100,000 on, the lettered ones from 200,000.
+OPEN_QUESTIONS_FROM, LETTERED_QUESTIONS_FROM = 100_000, 200_000
 
 
 def load_for_evaluation(model_dir: str | Path, device: str = "cpu"):
@@ -70,7 +72,7 @@ def evaluate_base(model_dir: str | Path, device: str = "cpu", pictures: int = 12
     result["description"] = {a: share(n, pictures) for a, n in per_attribute.items()}
     result["description_examples"] = [{"language": s.language, "reply": r} for s, r in zip(described[:4], replies)]
 
-    asked = [heldout(100_000 + index, task="question", attribute=ATTRIBUTES[index % len(ATTRIBUTES)])
+    asked = [heldout(OPEN_QUESTIONS_FROM + index, task="question", attribute=ATTRIBUTES[index % len(ATTRIBUTES)])
              for index in range(pictures)]
     replies = answer_all(model, tokenizer, [(s.image, s.question) for s in asked], max_new_tokens=16)
     by_attribute: dict[str, list[bool]] = {attribute: [] for attribute in ATTRIBUTES}
@@ -82,7 +84,7 @@ def evaluate_base(model_dir: str | Path, device: str = "cpu", pictures: int = 12
     rng = random.Random(HELDOUT_SEED)
     foodieqa, samples = [], []
     for index in range(pictures):
-        picture = heldout(200_000 + index, task="describe")
+        picture = heldout(LETTERED_QUESTIONS_FROM + index, task="describe")
         question_type = QUESTIONS[index % len(QUESTIONS)][0]
         record = make_question(picture.facts.dish, question_type, rng.randrange(4), f"q{index}", {}, rng)
         foodieqa.append(record)
