@@ -36,7 +36,7 @@ help: ## list the targets
 
 env: $(ENV_STAMP) ## create the course environment if it is missing
 
-course: $(ENV_STAMP) ## build the embedded defaults and execute every lesson into build/notebooks/
+course: $(ENV_STAMP) ## build the embedded defaults and execute every lesson of both editions into build/notebooks/
 	"$(PY)" -m course_utils run-course
 
 site: $(ENV_STAMP) ## turn the lessons `make course` executed into a browsable site: build/site/index.html
@@ -46,8 +46,10 @@ test: $(ENV_STAMP) ## run the whole test suite (unit tests and notebook tests); 
 	"$(PY)" -m pytest --durations=10 $(PYTEST_ARGS)
 
 # JupyterLab refuses to start as root without --allow-root; root is common on cloud GPU machines and containers.
-lab: $(ENV_STAMP) ## open the lessons in JupyterLab
-	"$(PY)" -m jupyter lab --notebook-dir="$(CURDIR)/notebooks" $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
+# EDITION=zh-CN opens the Chinese edition (notebooks/zh-CN); the English one is notebooks/.
+EDITION ?= en
+lab: $(ENV_STAMP) ## open the lessons in JupyterLab (EDITION=zh-CN: the Chinese edition)
+	"$(PY)" -m jupyter lab --notebook-dir="$(CURDIR)/notebooks$(if $(filter-out en,$(EDITION)),/$(EDITION))" $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 doctor: $(ENV_STAMP) ## show versions, GPU and what will run where
 	"$(PY)" -m course_utils doctor
