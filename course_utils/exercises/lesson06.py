@@ -55,22 +55,23 @@ def panorama_tiles(answer, image, info) -> str | None:
 
 
 @exercise("06.3")
-def described_gallery_pictures(answer, play) -> str | None:
+def described_gallery_pictures(answer, play, pictures=None) -> str | None:
+    """``pictures``: the gallery items asked about (all of the playground's gallery by default)."""
     from ..playground import DESCRIBE_QUESTION, open_image
     from ..pretraining.corpus import read_description
 
     with_model = {side for side, model in play.sides.items() if model.info is not None}
     if not isinstance(answer, dict) or set(answer) != with_model:
         return f"answer with a dict from each pane with a model ({', '.join(sorted(with_model))}) to its count"
-    pictures = [open_image(item.image)[0] for item in play.gallery_items]
-    truth = {side: sum(bool(read_description(greedy_answer(play, side, picture, DESCRIBE_QUESTION), "zh"))
-                       for picture in pictures) for side in with_model}
+    images = [open_image(item.image)[0] for item in (play.gallery_items if pictures is None else pictures)]
+    truth = {side: sum(bool(read_description(greedy_answer(play, side, image, DESCRIBE_QUESTION), "zh"))
+                       for image in images) for side in with_model}
     if answer == truth:
         return None
-    if any(count > len(pictures) for count in answer.values()):
-        return f"count pictures, not answers or names: the gallery holds {len(pictures)}"
-    return (f"ask {DESCRIBE_QUESTION} afresh about each gallery picture at temperature 0 (a new picture starts a "
-            "new conversation) and count the answers in which read_description(answer, 'zh') finds anything")
+    if any(count > len(images) for count in answer.values()):
+        return f"count pictures, not answers or names: there are {len(images)} pictures"
+    return (f"ask {DESCRIBE_QUESTION} afresh about each picture at temperature 0 (a new picture starts a new "
+            "conversation) and count the answers in which read_description(answer, 'zh') finds anything")
 
 
 @exercise("06.4")
