@@ -60,5 +60,17 @@ def test_the_base_describes_and_the_finetuned_model_names_the_cuisine(lesson):
     figures, _, _, _ = lesson
     described = read_description(figures["base_description"], "zh")
     assert {"rim_colour", "rim_pattern", "ingredient", "method"} <= set(described), figures["base_description"]
+    assert figures["base_description_names"] == described
     assert DISH_NAME_LINK not in figures["base_answer"]  # the base never learnt FoodieQA's answer form
     assert DISH_NAME_LINK in figures["finetuned_answer"]
+
+
+def test_the_finetuned_model_no_longer_describes(lesson):
+    """What section 5 says of the default path: asked to describe, the fine-tuned model answers in its trained form
+    and names nothing a description names (forgetting)."""
+    from course_utils.foodieqa.prompts import DISH_NAME_LINK
+    from course_utils.pretraining.corpus import read_description
+
+    figures, _, _, _ = lesson
+    assert DISH_NAME_LINK in figures["finetuned_description"]
+    assert figures["finetuned_description_names"] == read_description(figures["finetuned_description"], "zh") == {}
