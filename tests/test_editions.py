@@ -66,10 +66,10 @@ def test_a_changed_code_cell_or_a_missing_prose_cell_is_caught():
     prose = next(i for i, cell in enumerate(original["cells"]) if cell["cell_type"] == "markdown")
     edited = copy.deepcopy(original)
     edited["cells"][code]["source"].append("\nprint('one more line')")
-    assert differences(original, edited)[0] == f"cell {code}: its code differs from the original's"
+    assert f"cell {code}: its code differs from the original's" in differences(original, edited)
     shortened = copy.deepcopy(original)
     del shortened["cells"][prose]
-    assert differences(original, shortened)
+    assert f"{len(shortened['cells'])} cells, the original has {len(original['cells'])}" in differences(original, shortened)
     untranslated = copy.deepcopy(original)
     assert f"cell {prose}: prose not translated" in differences(original, untranslated)
     assert differences(original, load(notebook_dir(TRANSLATED) / list_notebooks()[0].name)) == []
