@@ -9,7 +9,8 @@
 """
 
 from .config import (
-    LESSON_CONFIG, TINY_CONFIG, config_for, config_path, configs_dir, load_config, planned_steps, scheduled_lrs,
+    LESSON_CONFIG, TINY_CONFIG, build_from_config, config_for, config_path, configs_dir, load_config, planned_steps,
+    scheduled_lrs,
 )
 from .curve import LiveCurve, plot_training_curve
 from .finetune import (
@@ -23,7 +24,7 @@ from .lora import parameter_budget
 
 __all__ = [
     "LESSON_CONFIG", "LESSON_RUN_NAME", "LiveCurve", "TINY_CONFIG", "TrainingFailed", "TrainingJob", "TrainingRefused",
-    "TrainingResult", "checkpoints", "config_for", "config_path", "configs_dir", "ensure_finetuned_model", "finetune",
+    "TrainingResult", "build_from_config", "checkpoints", "config_for", "config_path", "configs_dir", "ensure_finetuned_model", "finetune",
     "job_for", "load_config", "load_finetune_manifest", "newest_checkpoint", "parameter_budget", "planned_steps",
     "plot_training_curve", "run_work_dir", "scheduled_lrs", "train", "training_curve",
 ]
