@@ -1,5 +1,5 @@
-"""Checks of lesson 04's exercises: which adapter learns first, the price of the rank, what the loss counts, the
-best epoch, a broken config."""
+"""Checks of lesson 04's exercises: which adapter learns first, what the loss counts, the best epoch, a broken
+config."""
 
 from __future__ import annotations
 
@@ -26,36 +26,7 @@ def learns_first(answer, layer) -> str | None:
             "B is still zero; B's, (alpha / r) (dL/dy) (A x)ᵀ, needs only A, which is random")
 
 
-def lora_counts(language_model, ranks) -> dict[int, int]:
-    from ..training.lora import lora_parameter_count, lora_targets
-
-    targets = lora_targets(language_model)
-    return {r: lora_parameter_count(language_model, r, targets) for r in ranks}
-
-
 @exercise("04.2")
-def price_of_the_rank(answer, language_model) -> str | None:
-    from torch import nn
-
-    if not isinstance(answer, dict) or set(answer) != {8, 32, 256}:
-        return "answer with a dict {8: count, 32: count, 256: count} (the ranks as int keys)"
-    truth = lora_counts(language_model, answer)
-    if answer == truth:
-        return None
-    output = language_model.get_output_embeddings()
-    if all(answer[r] == truth[r] - r * (output.in_features + output.out_features) for r in answer):
-        return ("the output layer is missing: InternLM2 calls it `output`, which XTuner's find_all_linear_names "
-                "does not leave out (it leaves out lm_head and output_layer)")
-    full = sum(m.in_features * m.out_features for m in language_model.modules() if isinstance(m, nn.Linear))
-    if any(answer[r] >= full for r in answer):
-        return "that is the size of the weights themselves: an adapter of rank r has r · (in + out) numbers"
-    if any(answer[r] * 2 == truth[r] or answer[r] == truth[r] * 2 for r in answer):
-        return "count both matrices once: A is r × in and B is out × r, r · (in + out) numbers per layer"
-    return ("sum r · (in_features + out_features) over every nn.Linear whose last name is in "
-            "training.lora.lora_targets(language_model)")
-
-
-@exercise("04.3")
 def what_the_loss_counts(answer, batch) -> str | None:
     labelled = int((batch["labels"] != -100).sum())
     attended = int(batch["attention_mask"].sum())
@@ -71,7 +42,7 @@ def what_the_loss_counts(answer, batch) -> str | None:
     return "the loss counts the positions whose label is not -100; divide by the number where attention_mask is 1"
 
 
-@exercise("04.4")
+@exercise("04.3")
 def best_epoch(answer, work_dir) -> str | None:
     from ..training import training_curve
 
@@ -103,7 +74,7 @@ def unknown_model_keywords(config: str | Path) -> list[str]:
     return sorted(key for key in model if key != "type" and key not in accepted)
 
 
-@exercise("04.5")
+@exercise("04.4")
 def broken_config(answer, config) -> str | None:
     unknown = unknown_model_keywords(config)
     if not unknown:

@@ -1,11 +1,13 @@
 """Lesson 04: LoRA fine-tuning with XTuner, launched from the notebook.
 
-* :mod:`.config` - the course's XTuner configs in ``configs/`` and what a job's config plans (steps, lr schedule);
+* :mod:`.config` - the course's XTuner configs in ``configs/``, what a job's config plans (steps, lr schedule), and
+  its model or dataset built as ``xtuner train`` builds them;
 * :mod:`.launcher` - ``xtuner train`` in a subprocess: progress bar, live curve, peak memory, resume, real errors;
 * :mod:`.finetune` - runs in ``RUN_DIR/finetune/<run name>`` with their manifest, and lesson 04's run on demand;
-* :mod:`.xtuner_patches` - what XTuner needs on a CPU and on a GPU without DeepSpeed (loaded by the configs);
+* :mod:`.xtuner_patches` - what XTuner needs on a CPU, without DeepSpeed or without torchrun, and the held-out
+  loss (loaded by the configs);
 * :mod:`.lora` - parameter counts of what LoRA trains and what stays frozen;
-* :mod:`.curve` - the loss / learning-rate curve, live during training.
+* :mod:`.curve` - the loss / learning-rate curve, live during training, with the held-out loss after it.
 """
 
 from .config import (

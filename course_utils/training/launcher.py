@@ -104,7 +104,8 @@ class TrainingJob:
         """The subprocess's environment: this Python's bin/ first, the course importable, the job's paths."""
         env = dict(os.environ)
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(project_root()), env.get("PYTHONPATH")]))
+        others = [path for path in env.get("PYTHONPATH", "").split(os.pathsep) if path and path != str(project_root())]
+        env["PYTHONPATH"] = os.pathsep.join([str(project_root()), *others])
         env["PYTHONUNBUFFERED"] = "1"
         env["COURSE_MODEL_PATH"] = str(self.model_path)
         env["COURSE_TRAIN_JSON"] = str(Path(self.train_json).resolve())

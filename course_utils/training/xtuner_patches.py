@@ -237,12 +237,13 @@ class ValidationLoss(Hook):
     training loss goes on falling, the model is learning its training samples rather than the task.
 
     The same dataset class, prompt and loss as training (answer tokens only), the model in eval mode (no dropout),
-    no gradients; the mean is over every answer token of the held-out samples, each process scoring its share.
+    no gradients; the mean is over every answer token of the held-out samples, each process scoring its share. The
+    held-out batches are made once (a quarter of the dishes: small) and kept for every evaluation.
     """
 
     def __init__(self, dataset: dict, batch_size: int = 8):
         self.dataset, self.batch_size = dataset, batch_size
-        self.dataloader = None
+        self.batches = None
 
     def before_train(self, runner) -> None:
         paths = self.dataset["data_paths"]
@@ -250,16 +251,16 @@ class ValidationLoss(Hook):
         if missing:
             runner.logger.warning(f"no held-out samples at {missing[0]}: no validation loss in this run")
             return
-        self.dataloader = runner.build_dataloader(dict(
+        self.batches = list(runner.build_dataloader(dict(
             batch_size=self.batch_size, num_workers=0, dataset=self.dataset,
             sampler=dict(type="DefaultSampler", shuffle=False, round_up=False),  # each sample once, over the ranks
-            collate_fn=dict(type="xtuner.dataset.collate_fns.default_collate_fn")))
+            collate_fn=dict(type="xtuner.dataset.collate_fns.default_collate_fn"))))
         if runner.iter == 0:  # a resumed run has logged it already
             self.log(runner, step=0)
 
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
         step = runner.iter + 1  # the step that just trained, as the logger counts
-        if self.dataloader is not None and step % len(runner.train_dataloader) == 0:
+        if self.batches is not None and step % len(runner.train_dataloader) == 0:
             self.log(runner, step)
 
     def log(self, runner, step: int) -> None:
@@ -275,7 +276,7 @@ class ValidationLoss(Hook):
             model = getattr(model, "module", None) or model.model
         model.eval()
         total = torch.zeros(2, dtype=torch.float64, device=next(model.parameters()).device)  # loss sum, tokens
-        for batch in self.dataloader:
+        for batch in self.batches:
             tokens = int((batch["data"]["labels"][:, 1:] != -100).sum())  # position t predicts token t + 1
             total += torch.tensor([model.val_step(batch)["loss"].item() * tokens, tokens], device=total.device)
         model.train()
