@@ -81,7 +81,7 @@ def test_the_loss_counts_only_the_answers(lesson):
 def test_the_larger_rank_learns_faster_in_the_first_steps(lesson):
     _, figures = lesson
     losses = figures["rank_final_losses"]
-    assert figures["rank_steps"] == 20 and set(losses) == {"2", "16"}
+    assert figures["rank_steps"] == 12 and set(losses) == {"2", "16"}
     assert losses["16"] < losses["2"] < figures["first_loss"]
 
 
@@ -92,9 +92,10 @@ def test_the_held_out_loss_is_logged_before_training_and_after_every_epoch(lesso
     held_out, trained = figures["validation_losses"], figures["epoch_training_losses"]
     assert len(trained) == 10
     assert held_out[1] < 0.25 * held_out[0]  # the first epoch carries over to dishes the model never saw
-    # the second half of the run: the training loss goes on falling, the held-out loss no longer does
-    assert trained[-1] < 0.8 * trained[4] and held_out[-1] > 0.9 * held_out[5]
-    assert held_out[-1] / trained[-1] > 2 * held_out[2] / trained[1]  # the gap widens (epoch 2 against the last)
+    assert held_out[2] < 1.25 * trained[1]  # after two epochs the held-out loss is close to the training loss...
+    assert held_out[-1] > 1.5 * trained[-1]  # ...at the end well above it:
+    # over the second half of the run the held-out loss improves far less than the training loss
+    assert 1 - held_out[-1] / held_out[5] < 0.5 * (1 - trained[-1] / trained[4])
     assert min(held_out) == held_out[figures["validation_steps"].index(figures["validation_best_step"])]
 
 
