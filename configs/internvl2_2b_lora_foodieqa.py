@@ -9,14 +9,17 @@
 #   * OptimWrapper instead of the stock fp16 AmpOptimWrapper, which fails on a CPU and, with XTuner's bf16
 #     model, on a GPU at the first step; with `--deepspeed deepspeed_zero2` XTuner replaces it anyway;
 #   * the optimizer state is saved with every checkpoint, so an interrupted run resumes at the right lr;
-#   * the training prompt uses InternVL's own system message, the one the model answers with.
-# On one GPU the lesson runs: xtuner train configs/internvl2_2b_lora_foodieqa.py --deepspeed deepspeed_zero2
+#   * the training prompt uses InternVL's own system message, the one the model answers with;
+#   * the loss on lesson 03's held-out dishes after every epoch (ValidationLoss, COURSE_VALIDATION_JSON).
+# By hand, from the repository root (lesson 04, section 7; the model folder in COURSE_MODEL_PATH):
+#   PYTHONPATH=. xtuner train configs/internvl2_2b_lora_foodieqa.py --deepspeed deepspeed_zero2
 
 custom_imports = dict(imports=["course_utils.training.xtuner_patches"], allow_failed_imports=False)
 
 # PART 1: settings
 model_path = "{{$COURSE_MODEL_PATH:OpenGVLab/InternVL2-2B}}"
 data_path = "{{$COURSE_TRAIN_JSON:runs/data/foodieqa-xtuner/train.json}}"
+validation_data_path = "{{$COURSE_VALIDATION_JSON:runs/data/foodieqa-xtuner/test.json}}"  # held-out dishes
 image_folder = "{{$COURSE_IMAGE_FOLDER:runs/data/foodieqa}}"
 # 8192 tokens hold a 12-tile photo with its thumbnail (13 x 256 = 3,328 image tokens) and any FoodieQA answer
 max_length = 8192
@@ -25,7 +28,7 @@ batch_size = 4  # per GPU: 4 photos of up to 13 tiles fit a 24 GB card with LoRA
 accumulative_counts = 2  # an optimizer step every 2 batches: 8 samples per step per GPU
 dataloader_num_workers = 4
 max_epochs = {{'$COURSE_MAX_EPOCHS:10'}}  # FoodieQA's training split is small (a few hundred questions)
-lr = 3e-5  # small: LoRA adapts a trained model, it does not teach it from scratch
+lr = 3e-5  # the original lesson's; LoRA usually takes a higher lr than full fine-tuning (lesson 04's table)
 betas = (0.9, 0.999)
 weight_decay = 0.05
 max_norm = 1.0  # gradient clipping
@@ -83,6 +86,8 @@ train_dataloader = dict(
     ),
     collate_fn=dict(type="xtuner.dataset.collate_fns.default_collate_fn"),
 )
+# lesson 03's held-out questions: their items carry train.json's fields (and what scoring needs)
+validation_dataset = dict(train_dataset, data_paths=validation_data_path)
 
 # PART 4: optimizer and schedule
 optim_wrapper = dict(
@@ -108,8 +113,13 @@ default_hooks = dict(
                     save_optimizer=True, save_last=True),  # the optimizer's state makes a resumed run continue
     sampler_seed=dict(type="DistSamplerSeedHook"),
 )
-# a run resumed on another number of GPUs goes on at the same place in its data and schedule
-custom_hooks = [dict(type="course_utils.training.xtuner_patches.ResumeAtSamePlace")]
+custom_hooks = [
+    # a run resumed on another number of GPUs goes on at the same place in its data and schedule
+    dict(type="course_utils.training.xtuner_patches.ResumeAtSamePlace"),
+    # the loss on the held-out dishes before training and after every epoch, logged as val_loss
+    dict(type="course_utils.training.xtuner_patches.ValidationLoss", dataset=validation_dataset,
+         batch_size=batch_size),
+]
 env_cfg = dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method="fork", opencv_num_threads=0),
                dist_cfg=dict(backend="{{$COURSE_DIST_BACKEND:nccl}}"))  # the launcher: nccl on GPUs, gloo on a CPU
 # mmengine writes every logged scalar (loss, lr, GPU memory) to <work_dir>/<timestamp>/vis_data/scalars.json;

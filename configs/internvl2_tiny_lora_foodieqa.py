@@ -5,18 +5,18 @@
 # every linear layer of the LLM; the projector mlp1 trained; the model's own image tiling. What differs:
 #   * sizes: rank 16 of the tiny LLM's 192 dimensions (alpha / r = 2 as in the 2B recipe), 1024 tokens (one
 #     64-token tile and a short question and answer), batch 8, no gradient checkpointing (nothing to save);
-#   * paths: the default model is the embedded tiny base (runs/models/tiny-internvl2), images the synthetic FoodieQA;
-#   * schedule: lr 2e-3 for a model a thousand times smaller, 10 epochs of a smaller split, and the dist
-#     backend gloo (a CPU) unless the launcher says nccl.
-# Run by course_utils.training (lesson 04, the embedded default); by hand:
-#   PYTHONPATH=. COURSE_MODEL_PATH=... COURSE_TRAIN_JSON=... COURSE_IMAGE_FOLDER=... \
-#     xtuner train configs/internvl2_tiny_lora_foodieqa.py --work-dir runs/finetune/lesson04
+#   * paths: the default model is the course's tiny base (runs/models/tiny-internvl2), images the synthetic FoodieQA;
+#   * schedule: lr 2e-3 for a model a thousand times smaller (measured: configs/README.md), 10 epochs of a smaller
+#     split, and the dist backend gloo (a CPU) unless the launcher says nccl.
+# Run by course_utils.training (lesson 04 without a GPU); by hand, from the repository root (lesson 04, section 7):
+#   PYTHONPATH=. xtuner train configs/internvl2_tiny_lora_foodieqa.py --work-dir runs/finetune/by-hand --deepspeed deepspeed_zero2
 
 custom_imports = dict(imports=["course_utils.training.xtuner_patches"], allow_failed_imports=False)
 
 # PART 1: settings
 model_path = "{{$COURSE_MODEL_PATH:runs/models/tiny-internvl2}}"
 data_path = "{{$COURSE_TRAIN_JSON:runs/data/foodieqa-xtuner/train.json}}"
+validation_data_path = "{{$COURSE_VALIDATION_JSON:runs/data/foodieqa-xtuner/test.json}}"  # held-out dishes
 image_folder = "{{$COURSE_IMAGE_FOLDER:runs/data/synthetic-foodieqa}}"
 max_length = 1024  # one 64-token tile and a short question and answer
 
@@ -83,6 +83,8 @@ train_dataloader = dict(
     ),
     collate_fn=dict(type="xtuner.dataset.collate_fns.default_collate_fn"),
 )
+# lesson 03's held-out questions: their items carry train.json's fields (and what scoring needs)
+validation_dataset = dict(train_dataset, data_paths=validation_data_path)
 
 # PART 4: optimizer and schedule
 optim_wrapper = dict(
@@ -108,8 +110,13 @@ default_hooks = dict(
                     save_optimizer=True, save_last=True),  # the optimizer's state makes a resumed run continue
     sampler_seed=dict(type="DistSamplerSeedHook"),
 )
-# a run resumed on another number of GPUs goes on at the same place in its data and schedule
-custom_hooks = [dict(type="course_utils.training.xtuner_patches.ResumeAtSamePlace")]
+custom_hooks = [
+    # a run resumed on another number of GPUs goes on at the same place in its data and schedule
+    dict(type="course_utils.training.xtuner_patches.ResumeAtSamePlace"),
+    # the loss on the held-out dishes before training and after every epoch, logged as val_loss
+    dict(type="course_utils.training.xtuner_patches.ValidationLoss", dataset=validation_dataset,
+         batch_size=batch_size),
+]
 env_cfg = dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method="fork", opencv_num_threads=0),
                dist_cfg=dict(backend="{{$COURSE_DIST_BACKEND:gloo}}"))  # the launcher: nccl on GPUs, gloo on a CPU
 # mmengine writes every logged scalar (loss, lr, GPU memory) to <work_dir>/<timestamp>/vis_data/scalars.json;

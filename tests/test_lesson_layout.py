@@ -16,7 +16,7 @@ import pytest
 from course_utils.course_run import find_notebook
 
 # Lessons laid out this way; a lesson joins when it is rewritten.
-LAID_OUT = ("00", "01", "02", "03", "05", "06")
+LAID_OUT = ("00", "01", "02", "03", "04", "05", "06")
 MAX_VISIBLE_LINES = 30
 
 

@@ -7,6 +7,7 @@ way ``xtuner train`` will, without importing XTuner into the notebook.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from ..paths import project_root, temporary_environment
@@ -45,20 +46,45 @@ def config_for(model_path: str | Path) -> str:
     return LESSON_CONFIG
 
 
+@contextlib.contextmanager
+def mmengine_warnings_only():
+    """mmengine's log shows only warnings meanwhile: it logs every variable it fills into a config, and XTuner
+    the whole model it builds (the training log keeps those lines)."""
+    from mmengine.logging import MMLogger
+
+    logger = MMLogger.get_current_instance()
+    level = logger.level
+    logger.setLevel("WARNING")
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def load_config(job):
     """The job's config as mmengine reads it in the training process (the job's paths and run lengths filled in)."""
     from mmengine.config import Config
-    from mmengine.logging import MMLogger
 
     course_values = {k: v for k, v in job.environment().items() if k.startswith("COURSE_")}
-    logger = MMLogger.get_current_instance()
-    level = logger.level
-    logger.setLevel("WARNING")  # mmengine logs every variable it fills in; the training log keeps those lines
-    try:
-        with temporary_environment(course_values):
-            return Config.fromfile(str(job.config), import_custom_modules=False)
-    finally:
-        logger.setLevel(level)
+    with mmengine_warnings_only(), temporary_environment(course_values):
+        return Config.fromfile(str(job.config), import_custom_modules=False)
+
+
+def build_from_config(job, part: str, options: dict | None = None):
+    """``part`` of the job's config built as ``xtuner train`` builds it: ``"model"`` (XTuner's InternVL with the
+    config's LoRA adapters) or ``"dataset"`` (the training samples as XTuner tokenizes them).
+
+    ``options`` overrides config values as ``xtuner train ... --cfg-options`` does, e.g.
+    ``{"model.llm_lora.r": 4}``.
+    """
+    from xtuner.registry import BUILDER
+
+    if part not in ("model", "dataset"):
+        raise ValueError(f"part must be 'model' or 'dataset', got {part!r}")
+    config = load_config(job)
+    config.merge_from_dict(options or {})
+    with mmengine_warnings_only():
+        return BUILDER.build(config.model if part == "model" else config.train_dataloader.dataset)
 
 
 def planned_steps(job) -> int:

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 
-def plot_training_curve(curve: list[dict], planned_lrs: list[float] | None = None, title: str = "", axes=None):
-    """Loss (left) and learning rate (right) against the step; ``planned_lrs`` draws the schedule beneath."""
+def plot_training_curve(curve: list[dict], planned_lrs: list[float] | None = None, title: str = "", axes=None,
+                        validation: list[dict] | None = None):
+    """Loss (left) and learning rate (right) against the step; ``planned_lrs`` draws the schedule beneath,
+    ``validation`` (rows with ``val_loss``, see ``training_curve``) the held-out loss beside the training loss."""
     import matplotlib.pyplot as plt
 
     if axes is None:
         _, axes = plt.subplots(1, 2, figsize=(10, 3.2))
     loss_ax, lr_ax = axes
     steps = [row["step"] for row in curve]
-    loss_ax.plot(steps, [row["loss"] for row in curve], color="tab:blue")
+    loss_ax.plot(steps, [row["loss"] for row in curve], color="tab:blue", label="training")
+    if validation:
+        loss_ax.plot([row["step"] for row in validation], [row["val_loss"] for row in validation], "o-",
+                     color="tab:red", label="held-out dishes")
+        loss_ax.set_yscale("log")  # from the base's loss to a fine-tuned one's: orders of magnitude
+        loss_ax.legend(loc="upper right")
     loss_ax.set(xlabel="step", ylabel="loss", title=title or "training loss")
     if planned_lrs:
         lr_ax.plot(range(1, len(planned_lrs) + 1), planned_lrs, color="lightgray", lw=3, label="schedule")

@@ -49,7 +49,7 @@ def job_for(prepared_dir: str | Path, model_path: str | Path | None = None, run_
     return TrainingJob(
         config=config_path(str(config or config_for(model_path))), model_path=model_path,
         train_json=Path(data["train_path"]), image_folder=Path(data["image_folder"]),
-        work_dir=run_work_dir(run_name), **options,
+        validation_json=Path(data["test_path"]), work_dir=run_work_dir(run_name), **options,
     )
 
 

@@ -60,6 +60,29 @@ class TrainingRefused(CourseError, ValueError):
     checkpoint this launch cannot resume."""
 
 
+def one_process_group(env: dict) -> dict[str, str]:
+    """The variables a one-process torchrun would give DeepSpeed, for a run started without torchrun.
+
+    DeepSpeed sets up a one-process group itself. Without RANK, LOCAL_RANK and WORLD_SIZE it looks for an MPI
+    launcher instead ("No module named 'mpi4py'" where mpi4py is not installed); and its default port 29500 may be
+    another run's (say, a learner's second notebook: "address already in use"), so a free one is chosen unless
+    ``env`` names one.
+    """
+    group = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1"}
+    if "MASTER_PORT" not in env:
+        group.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(choose_port("127.0.0.1", None)))
+    return group
+
+
+def float32_precision(deepspeed: dict) -> dict:
+    """A DeepSpeed config that trains in float32: fp16 and bf16 off (a CPU, where the course's recipe trains in
+    float32; XTuner's ``"auto"`` would turn fp16 on there, since it asks only whether the device exists)."""
+    for precision in ("fp16", "bf16"):
+        if precision in deepspeed:
+            deepspeed[precision]["enabled"] = False
+    return deepspeed
+
+
 @dataclass
 class TrainingJob:
     """One fine-tuning run: what ``xtuner train`` is given (every path comes from here, never from the config)."""
@@ -69,6 +92,7 @@ class TrainingJob:
     train_json: Path  # lesson 03's train.json
     image_folder: Path  # where train.json's image paths start
     work_dir: Path  # RUN_DIR/finetune/<run name>
+    validation_json: Path | None = None  # lesson 03's test.json: the loss on held-out dishes after every epoch
     max_epochs: int | None = None  # None: the config's value
     save_steps: int | None = None
     log_interval: int | None = None
@@ -80,24 +104,21 @@ class TrainingJob:
         """The subprocess's environment: this Python's bin/ first, the course importable, the job's paths."""
         env = dict(os.environ)
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(project_root()), env.get("PYTHONPATH")]))
+        others = [path for path in env.get("PYTHONPATH", "").split(os.pathsep) if path and path != str(project_root())]
+        env["PYTHONPATH"] = os.pathsep.join([str(project_root()), *others])
         env["PYTHONUNBUFFERED"] = "1"
         env["COURSE_MODEL_PATH"] = str(self.model_path)
         env["COURSE_TRAIN_JSON"] = str(Path(self.train_json).resolve())
         env["COURSE_IMAGE_FOLDER"] = str(Path(self.image_folder).resolve())
+        if self.validation_json is not None:
+            env["COURSE_VALIDATION_JSON"] = str(Path(self.validation_json).resolve())
         env["COURSE_DIST_BACKEND"] = "nccl" if cuda_available() else "gloo"  # how the processes talk
         for name, value in (("COURSE_MAX_EPOCHS", self.max_epochs), ("COURSE_SAVE_STEPS", self.save_steps),
                             ("COURSE_LOG_INTERVAL", self.log_interval)):
             if value is not None:
                 env[name] = str(int(value))
         if self.deepspeed and self.nproc_per_node == 1:
-            # DeepSpeed sets up a one-process group itself. Without RANK, LOCAL_RANK and WORLD_SIZE it looks for an
-            # MPI launcher instead ("No module named 'mpi4py'" where mpi4py is not installed), so they are given as a
-            # one-process torchrun gives them; and its default port 29500 may be another run's (say, a learner's
-            # second notebook: "address already in use"), so a free one is chosen
-            env.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1")
-            if "MASTER_PORT" not in env:
-                env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(choose_port("127.0.0.1", None)))
+            env.update(one_process_group(env))
         env.update({key: str(value) for key, value in self.extra_env.items()})
         return env
 
@@ -172,9 +193,7 @@ def deepspeed_config(job: TrainingJob, load_universal: bool = False) -> Path | N
                                 "(deepspeed_zero1, deepspeed_zero2, deepspeed_zero3, ...)")
     config = json.loads(source.read_text(encoding="utf-8"))
     if not cuda_available():
-        for precision in ("fp16", "bf16"):
-            if config.get(precision, {}).get("enabled") == "auto":
-                config[precision]["enabled"] = False
+        float32_precision(config)
     if load_universal:
         config.setdefault("checkpoint", {})["load_universal"] = True
     path = Path(job.work_dir) / DEEPSPEED_CONFIG_FILE
@@ -249,12 +268,15 @@ def read_scalars(path: str | Path) -> list[dict]:
     return rows
 
 
-def training_curve(work_dir: str | Path) -> list[dict]:
-    """Every logged step of a run, across its launches; a resumed launch replaces the steps it trains again."""
+def training_curve(work_dir: str | Path, key: str = "loss") -> list[dict]:
+    """Every logged step of a run, across its launches; a resumed launch replaces the steps it trains again.
+
+    ``key="val_loss"`` gives the validation rows instead (``xtuner_patches.ValidationLoss``: step 0, then the end of
+    every epoch)."""
     by_step: dict[int, dict] = {}
     for path in scalar_logs(work_dir):
         for row in read_scalars(path):
-            if "loss" in row:
+            if key in row:
                 by_step[int(row["step"])] = row
     return [by_step[step] for step in sorted(by_step)]
 

@@ -27,6 +27,10 @@ site-packages. Each adaptation answers a failure measured with the stock InternV
 * :func:`scalar_visualizer` adds TensorBoard's backend to mmengine's scalar log when tensorboard is installed;
 * several processes on a CPU (``torchrun``, gloo) failed with "Found no NVIDIA driver": mmengine's ``pytorch``
   launcher calls ``torch.cuda.set_device`` unconditionally, which is skipped where there is no CUDA;
+* ``xtuner train CONFIG --deepspeed deepspeed_zero2`` typed in a terminal failed on a CPU (XTuner's ``"auto"``
+  precision asks ``torch.cpu.is_bf16_supported``, which torch lacks, and turns fp16 on for any device) and on one
+  process (DeepSpeed looks for MPI without ``RANK``/``WORLD_SIZE``): :class:`CourseDeepSpeedStrategy`;
+* :class:`ValidationLoss` logs the loss on lesson 03's held-out dishes before training and after every epoch;
 * a run resumed on another number of GPUs went on at the saved step on the saved schedule, although its epochs
   now have another number of steps: :class:`ResumeAtSamePlace` moves it to the same place in its data and
   schedule.
@@ -39,6 +43,7 @@ from __future__ import annotations
 
 import collections
 import math
+import os
 import pickle
 
 import numpy as np
@@ -49,11 +54,14 @@ from mmengine.hooks import Hook
 from mmengine.optim.scheduler import CosineAnnealingLR, LinearLR
 from transformers.modeling_outputs import CausalLMOutputWithPast
 from xtuner.dataset import InternVL_V1_5_Dataset
+import xtuner.engine
 from xtuner.dataset.internvl_dataset import total_image_token
+from xtuner.engine import DeepSpeedStrategy
 from xtuner.model import InternVL_V1_5
 
 from course_utils.internvl.conversation import INTERNVL_SYSTEM_MESSAGE
 from course_utils.internvl.preprocessing import count_tiles
+from course_utils.training.launcher import float32_precision, one_process_group
 
 
 
@@ -222,6 +230,60 @@ def xtuner_tile_estimate(width, height, *tiling) -> int:
     return total_image_token((width, height), *tiling)
 
 
+# --------------------------------------------------------------------------------------- validation
+class ValidationLoss(Hook):
+    """The loss on held-out samples (lesson 03's ``test.json``) before training and at the end of every epoch,
+    logged as ``val_loss`` beside the training loss in ``vis_data/scalars.json``: where it stops falling while the
+    training loss goes on falling, the model is learning its training samples rather than the task.
+
+    The same dataset class, prompt and loss as training (answer tokens only), the model in eval mode (no dropout),
+    no gradients; the mean is over every answer token of the held-out samples, each process scoring its share. The
+    held-out batches are made once (a quarter of the dishes: small) and kept for every evaluation.
+    """
+
+    def __init__(self, dataset: dict, batch_size: int = 8):
+        self.dataset, self.batch_size = dataset, batch_size
+        self.batches = None
+
+    def before_train(self, runner) -> None:
+        paths = self.dataset["data_paths"]
+        missing = [path for path in ([paths] if isinstance(paths, str) else paths) if not os.path.isfile(path)]
+        if missing:
+            runner.logger.warning(f"no held-out samples at {missing[0]}: no validation loss in this run")
+            return
+        self.batches = list(runner.build_dataloader(dict(
+            batch_size=self.batch_size, num_workers=0, dataset=self.dataset,
+            sampler=dict(type="DefaultSampler", shuffle=False, round_up=False),  # each sample once, over the ranks
+            collate_fn=dict(type="xtuner.dataset.collate_fns.default_collate_fn"))))
+        if runner.iter == 0:  # a resumed run has logged it already
+            self.log(runner, step=0)
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+        step = runner.iter + 1  # the step that just trained, as the logger counts
+        if self.batches is not None and step % len(runner.train_dataloader) == 0:
+            self.log(runner, step)
+
+    def log(self, runner, step: int) -> None:
+        loss = self.loss(runner.model)
+        runner.visualizer.add_scalars({"val_loss": loss}, step=step)
+        runner.logger.info(f"validation loss {loss:.4f} after step {step}")
+
+    @torch.no_grad()
+    def loss(self, model) -> float:
+        from mmengine.dist import all_reduce
+
+        while not isinstance(model, InternVL_V1_5):  # the model inside DeepSpeed's or DDP's wrapper
+            model = getattr(model, "module", None) or model.model
+        model.eval()
+        total = torch.zeros(2, dtype=torch.float64, device=next(model.parameters()).device)  # loss sum, tokens
+        for batch in self.batches:
+            tokens = int((batch["data"]["labels"][:, 1:] != -100).sum())  # position t predicts token t + 1
+            total += torch.tensor([model.val_step(batch)["loss"].item() * tokens, tokens], device=total.device)
+        model.train()
+        all_reduce(total)
+        return float(total[0] / total[1])
+
+
 # --------------------------------------------------------------------------------------- logging
 def scalar_visualizer(**kwargs):
     """mmengine's Visualizer writing ``vis_data/scalars.json`` (LocalVisBackend), and TensorBoard event files
@@ -234,6 +296,31 @@ def scalar_visualizer(**kwargs):
     if find_spec("tensorboard") is not None:
         backends.append(dict(type="TensorboardVisBackend"))
     return Visualizer.get_instance(vis_backends=backends, **kwargs)
+
+
+# --------------------------------------------------------------------------------------- `--deepspeed` by hand
+def cpu_bf16_supported() -> bool:
+    """XTuner's ``"auto"`` precision asks ``torch.cpu.is_bf16_supported()``, which torch lacks: no (the course's
+    recipe trains in float32 on a CPU)."""
+    return False
+
+
+class CourseDeepSpeedStrategy(DeepSpeedStrategy):
+    """XTuner's DeepSpeed strategy (``xtuner train --deepspeed ...``) on a machine without CUDA, and in one process
+    started without torchrun: float32 on a CPU, and the process group a one-process torchrun would set up."""
+
+    def __init__(self, *args, config: dict | None = None, **kwargs):
+        if config is not None and not torch.cuda.is_available():
+            config = float32_precision(dict(config))
+        if "RANK" not in os.environ:  # not started by torchrun (nor by the course's launcher)
+            os.environ.update(one_process_group(os.environ))
+        super().__init__(*args, config=config, **kwargs)
+
+
+def guard_deepspeed_by_hand() -> None:
+    if not hasattr(torch.cpu, "is_bf16_supported"):
+        torch.cpu.is_bf16_supported = cpu_bf16_supported
+    xtuner.engine.DeepSpeedStrategy = CourseDeepSpeedStrategy  # the class `xtuner train --deepspeed` builds
 
 
 # --------------------------------------------------------------------------------------- several processes
@@ -306,4 +393,5 @@ def place_schedulers(schedulers, cfg, epoch_length: int, step: int) -> None:
 
 guard_get_rank()
 guard_set_device()
+guard_deepspeed_by_hand()
 allow_mmengine_checkpoints()
