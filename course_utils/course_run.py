@@ -20,8 +20,8 @@ from typing import Any
 
 from .errors import CourseError
 from .outputs import course_folder, staged_file
-from .paths import (EDITIONS, FIRST_EDITION, edition_subfolder, notebook_build_dir, notebook_dir, project_root, run_dir,
-                    temporary_environment)
+from .paths import (EDITIONS, FIRST_EDITION, LESSON_GLOB, edition_subfolder, notebook_build_dir, notebook_dir,
+                    project_root, run_dir, temporary_environment)
 from .records import read_records
 
 SMOKE_PARAMETER = "smoke"
@@ -31,7 +31,7 @@ EXECUTED_KIND = "executed-notebooks"  # the outputs marker's kind
 
 def list_notebooks(edition: str = FIRST_EDITION) -> list[Path]:
     """An edition's lesson notebooks, in lesson order (``00_*.ipynb``, ``01_*.ipynb``, ...)."""
-    return sorted(p for p in notebook_dir(edition).glob("[0-9][0-9]_*.ipynb"))
+    return sorted(p for p in notebook_dir(edition).glob(LESSON_GLOB))
 
 
 def find_notebook(name: str, edition: str = FIRST_EDITION) -> Path:

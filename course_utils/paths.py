@@ -57,6 +57,7 @@ def env_path(name: str) -> str | None:
 # The course's editions: the same code cells, prose written for each language's readers.
 EDITIONS = {"en": "English", "zh-CN": "中文"}
 FIRST_EDITION = "en"  # the one written first; the others are translated from it
+LESSON_GLOB = "[0-9][0-9]_*.ipynb"  # a lesson's file name: its number, then its topic
 
 
 def edition_subfolder(edition: str) -> str:

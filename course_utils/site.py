@@ -13,7 +13,7 @@ import html
 from pathlib import Path
 
 from .outputs import staged_output
-from .paths import EDITIONS, edition_subfolder, notebook_build_dir, project_root
+from .paths import EDITIONS, LESSON_GLOB, edition_subfolder, notebook_build_dir, project_root
 
 SITE_KIND = "course-site"
 TEMPLATE_DIR = Path(__file__).resolve().parent / "site_template"
@@ -37,7 +37,7 @@ def executed_lessons(executed_root: Path) -> dict[str, list[Path]]:
     """The executed lessons of each edition that has any, in lesson order."""
     found = {}
     for code in EDITIONS:
-        lessons = sorted((executed_root / edition_subfolder(code)).glob("[0-9][0-9]_*.ipynb"))
+        lessons = sorted((executed_root / edition_subfolder(code)).glob(LESSON_GLOB))
         if lessons:
             found[code] = lessons
     return found
